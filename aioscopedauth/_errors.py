@@ -1,0 +1,136 @@
+"""The exception tree of aioscopedauth.
+
+Every error the library raises on purpose is an :class:`AuthError`. Each message says what
+happened and what to do next, and none ever contains a secret (an API key, an access, refresh or
+id token, or a command's output)::
+
+    AuthError
+    ├── AuthDataError            a payload or JWT that cannot be parsed (also a ValueError)
+    ├── StorageError             auth.json, the keyring or a lock could not be read or written
+    ├── ConfigError              bad provider config or bad arguments (also a ValueError)
+    ├── CommandError             a bearer-token command failed, timed out or printed no token
+    ├── LoginRestrictionError    the login breaks a forced method or workspace (logged out)
+    └── RefreshError             a token refresh failed
+        ├── RefreshTokenFailedError   permanent: log in again; carries a RefreshFailureReason
+        └── TransientRefreshError     temporary: retry later; carries the HTTP status if any
+
+Permanent and transient refresh failures are told apart by type because callers do different
+things with them: a permanent one is cached per auth snapshot and never retried, a transient one
+is retried by the next request.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "AuthDataError",
+    "AuthError",
+    "CommandError",
+    "ConfigError",
+    "LoginRestrictionError",
+    "RefreshError",
+    "RefreshFailureReason",
+    "RefreshTokenFailedError",
+    "StorageError",
+    "TransientRefreshError",
+]
+
+
+class AuthError(Exception):
+    """Base class of every error aioscopedauth raises on purpose.
+
+    Catch this to handle any authentication failure; its message is safe to show and to log.
+    """
+
+
+class AuthDataError(AuthError, ValueError):
+    """An auth payload or a token in it could not be parsed.
+
+    Raised by the pure parsers (``AuthDotJson.from_json``, JWT decoding). Stores wrap it in a
+    :class:`StorageError` that names the file. The message never quotes the offending value.
+    """
+
+
+class StorageError(AuthError):
+    """Auth state could not be read from or written to its store.
+
+    Args:
+        message: What went wrong and what to do about it.
+        path: The file involved, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        """Create the error; see the class docstring for the arguments."""
+        super().__init__(message)
+        self.path = path
+
+
+class ConfigError(AuthError, ValueError):
+    """A provider configuration or an argument is invalid; fix the configuration and retry."""
+
+
+class CommandError(AuthError):
+    """A bearer-token command failed, timed out, or printed no usable token.
+
+    The message names the configured command, never its output (stderr is included only as the
+    reference prescribes, trimmed and truncated; stdout never).
+    """
+
+
+class LoginRestrictionError(AuthError):
+    """The stored login breaks a forced login method or workspace, and was logged out."""
+
+
+class RefreshFailureReason(enum.Enum):
+    """Why a permanent refresh failure happened (reference §3.3)."""
+
+    EXPIRED = "expired"
+    """The refresh token has expired."""
+    EXHAUSTED = "exhausted"
+    """The refresh token was already used (single-use tokens rotated elsewhere)."""
+    REVOKED = "revoked"
+    """The refresh token was revoked."""
+    OTHER = "other"
+    """Any other permanent failure (unknown code, account changed, no steps left)."""
+
+
+class RefreshError(AuthError):
+    """A token refresh failed; see the two subclasses."""
+
+
+class RefreshTokenFailedError(RefreshError):
+    """A refresh failed for good: the user must log in again.
+
+    Args:
+        reason: The classified reason.
+        message: The user-facing message (reference §3.3).
+    """
+
+    def __init__(self, reason: RefreshFailureReason, message: str) -> None:
+        """Create the error; see the class docstring for the arguments."""
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __repr__(self) -> str:
+        """Show the reason and the message (never a secret)."""
+        return f"RefreshTokenFailedError(reason={self.reason}, message={self.message!r})"
+
+
+class TransientRefreshError(RefreshError):
+    """A refresh failed for now (a 5xx, a timeout, a refused connection, a bad body); retry later.
+
+    Args:
+        message: What went wrong.
+        status: The HTTP status of the token endpoint's answer, if there was one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        """Create the error; see the class docstring for the arguments."""
+        super().__init__(message)
+        self.status = status

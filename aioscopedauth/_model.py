@@ -1,0 +1,420 @@
+"""The persisted auth payload (Codex's ``auth.json``) and the snapshot handed to callers.
+
+``AuthDotJson`` reads and writes the exact structure Codex does (reference §1.2): field names
+and order, ``OPENAI_API_KEY`` always written, ``account_id`` always written inside ``tokens``,
+``last_refresh`` as RFC 3339 UTC with ``Z``. Fields this version does not know are kept and
+written back, so a newer Codex's additions survive our saves.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._errors import AuthDataError
+from ._jwt import IdTokenInfo, PlanType
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "DEFAULT_ACCOUNT_HEADER",
+    "Auth",
+    "AuthDotJson",
+    "AuthMode",
+    "TokenData",
+    "format_rfc3339",
+    "parse_rfc3339",
+]
+
+DEFAULT_ACCOUNT_HEADER = "ChatGPT-Account-ID"
+
+_TOP_KEYS = ("auth_mode", "OPENAI_API_KEY", "tokens", "last_refresh")
+_TOKEN_KEYS = ("id_token", "access_token", "refresh_token", "account_id")
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+class AuthMode(enum.Enum):
+    """How a snapshot authenticates. The values are the strings stored in ``auth.json``."""
+
+    API_KEY = "apikey"
+    """An OpenAI API key."""
+    CHATGPT = "chatgpt"
+    """Managed OAuth tokens, refreshed by this library and persisted in the store."""
+    CHATGPT_AUTH_TOKENS = "chatgptAuthTokens"
+    """Tokens supplied by a host app; kept in memory only, refreshed through the host."""
+    BEARER = "bearer"
+    """A token from an external bearer source (a command); never persisted."""
+
+    @property
+    def is_chatgpt(self) -> bool:
+        """Whether this is one of the two ChatGPT token modes."""
+        return self in (AuthMode.CHATGPT, AuthMode.CHATGPT_AUTH_TOKENS)
+
+
+_PERSISTED_MODES = {
+    m.value: m for m in (AuthMode.API_KEY, AuthMode.CHATGPT, AuthMode.CHATGPT_AUTH_TOKENS)
+}
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp into an aware UTC datetime.
+
+    Fractions finer than a microsecond (Codex writes nanoseconds) are truncated.
+
+    Args:
+        text: The timestamp.
+
+    Returns:
+        The instant, in UTC.
+
+    Raises:
+        AuthDataError: The text is not an RFC 3339 date-time with an offset.
+    """
+    if not _RFC3339.match(text):
+        msg = "not an RFC 3339 timestamp with a time zone"
+        raise AuthDataError(msg)
+    head, dot, rest = text.replace("z", "Z").partition(".")
+    if dot:
+        digits = re.match(r"\d+", rest)
+        assert digits is not None  # noqa: S101 -- the regex above guarantees digits after '.'
+        head = f"{head}.{digits.group()[:6].ljust(6, '0')}{rest[digits.end() :]}"
+    try:
+        return datetime.fromisoformat(head).astimezone(UTC)
+    except ValueError as exc:
+        msg = "not a valid RFC 3339 timestamp"
+        raise AuthDataError(msg) from exc
+
+
+def format_rfc3339(moment: datetime) -> str:
+    """Format an instant as Codex does: UTC, ``Z``, and 0, 3 or 6 fraction digits as needed.
+
+    Args:
+        moment: An aware datetime (a naive one is taken as UTC).
+
+    Returns:
+        For example ``2026-03-31T18:02:11.123Z``.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    base = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    micros = moment.microsecond
+    if micros == 0:
+        return f"{base}Z"
+    if micros % 1000 == 0:
+        return f"{base}.{micros // 1000:03d}Z"
+    return f"{base}.{micros:06d}Z"
+
+
+def _str_field(obj: Mapping[str, Any], key: str, where: str, *, required: bool) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            msg = f"{where}.{key} is missing"
+            raise AuthDataError(msg)
+        return None
+    if not isinstance(value, str):
+        msg = f"{where}.{key} must be a string"
+        raise AuthDataError(msg)
+    return value
+
+
+def _extra(obj: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in known}
+
+
+@attrs.frozen
+class TokenData:
+    """The OAuth tokens of a ChatGPT login.
+
+    Attributes:
+        id_token: The parsed id token (its raw JWT is kept verbatim).
+        access_token: The bearer sent to the API. Never shown in ``repr``.
+        refresh_token: Spent to get new tokens; may be ``""`` for host-supplied tokens.
+        account_id: The ChatGPT workspace (account) id, sent as the account header.
+        extra: Fields of the stored ``tokens`` object that this version does not know.
+    """
+
+    id_token: IdTokenInfo
+    access_token: str = attrs.field(repr=False)
+    refresh_token: str = attrs.field(repr=False)
+    account_id: str | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, obj: object) -> TokenData:
+        """Parse the ``tokens`` object of an ``auth.json``.
+
+        Args:
+            obj: The decoded JSON value.
+
+        Returns:
+            The tokens.
+
+        Raises:
+            AuthDataError: A field is missing or has the wrong type, or the id token is no JWT.
+        """
+        if not isinstance(obj, dict):
+            msg = "tokens must be a JSON object"
+            raise AuthDataError(msg)
+        id_token = _str_field(obj, "id_token", "tokens", required=True)
+        access = _str_field(obj, "access_token", "tokens", required=True)
+        refresh = _str_field(obj, "refresh_token", "tokens", required=True)
+        assert id_token is not None  # noqa: S101 -- required=True never returns None
+        assert access is not None  # noqa: S101 -- required=True never returns None
+        assert refresh is not None  # noqa: S101 -- required=True never returns None
+        try:
+            info = IdTokenInfo.parse(id_token)
+        except AuthDataError as exc:
+            msg = f"tokens.id_token: {exc}"
+            raise AuthDataError(msg) from exc
+        return cls(
+            id_token=info,
+            access_token=access,
+            refresh_token=refresh,
+            account_id=_str_field(obj, "account_id", "tokens", required=False),
+            extra=_extra(obj, _TOKEN_KEYS),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON object, in Codex's field order, unknown fields last."""
+        out: dict[str, Any] = {
+            "id_token": self.id_token.raw_jwt,
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "account_id": self.account_id,
+        }
+        out.update(self.extra)
+        return out
+
+
+@attrs.frozen
+class AuthDotJson:
+    """The persisted auth payload, structurally identical to Codex's ``auth.json``.
+
+    Attributes:
+        auth_mode: The stored mode, or ``None`` when the file has none (see :attr:`resolved_mode`).
+        openai_api_key: The API key (``OPENAI_API_KEY``). Never shown in ``repr``.
+        tokens: The OAuth tokens, if any.
+        last_refresh: When the tokens were last refreshed (aware, UTC).
+        extra: Top-level fields this version does not know; written back unchanged.
+        last_refresh_text: The timestamp exactly as read, so an unchanged payload is written
+            back byte for byte even when it carries nanoseconds.
+    """
+
+    auth_mode: AuthMode | None = None
+    openai_api_key: str | None = attrs.field(default=None, repr=False)
+    tokens: TokenData | None = None
+    last_refresh: datetime | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    last_refresh_text: str | None = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def resolved_mode(self) -> AuthMode:
+        """``auth_mode`` if set; else API key when a key is stored; else ChatGPT (§1.2)."""
+        if self.auth_mode is not None:
+            return self.auth_mode
+        if self.openai_api_key is not None:
+            return AuthMode.API_KEY
+        return AuthMode.CHATGPT
+
+    @classmethod
+    def from_dict(cls, obj: object) -> AuthDotJson:
+        """Build the payload from a decoded JSON value and check its mode rules.
+
+        Args:
+            obj: The decoded JSON document.
+
+        Returns:
+            The payload.
+
+        Raises:
+            AuthDataError: The document is not a valid ``auth.json`` (the message names the
+                field, never its value).
+        """
+        if not isinstance(obj, dict):
+            msg = "auth.json must hold a JSON object"
+            raise AuthDataError(msg)
+        mode_raw = obj.get("auth_mode")
+        mode: AuthMode | None = None
+        if mode_raw is not None:
+            if not isinstance(mode_raw, str) or mode_raw not in _PERSISTED_MODES:
+                msg = "auth_mode is not one of 'apikey', 'chatgpt', 'chatgptAuthTokens'"
+                raise AuthDataError(msg)
+            mode = _PERSISTED_MODES[mode_raw]
+        key = _str_field(obj, "OPENAI_API_KEY", "auth.json", required=False)
+        tokens_raw = obj.get("tokens")
+        tokens = None if tokens_raw is None else TokenData.from_dict(tokens_raw)
+        refreshed_text = _str_field(obj, "last_refresh", "auth.json", required=False)
+        refreshed = None
+        if refreshed_text is not None:
+            try:
+                refreshed = parse_rfc3339(refreshed_text)
+            except AuthDataError as exc:
+                msg = f"last_refresh is {exc}"
+                raise AuthDataError(msg) from exc
+        data = cls(
+            auth_mode=mode,
+            openai_api_key=key,
+            tokens=tokens,
+            last_refresh=refreshed,
+            extra=_extra(obj, _TOP_KEYS),
+            last_refresh_text=refreshed_text,
+        )
+        data.validate()
+        return data
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AuthDotJson:
+        """Parse an ``auth.json`` document.
+
+        Args:
+            text: The file's content.
+
+        Returns:
+            The payload.
+
+        Raises:
+            AuthDataError: Not JSON, or not a valid ``auth.json``.
+        """
+        try:
+            obj = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # The decoder's own message gives a position only, never file content.
+            msg = f"not valid JSON ({exc})"
+            raise AuthDataError(msg) from exc
+        except RecursionError as exc:
+            msg = "not valid JSON (nested too deeply)"
+            raise AuthDataError(msg) from exc
+        return cls.from_dict(obj)
+
+    def validate(self) -> None:
+        """Check the rules that tie the mode to the rest of the payload.
+
+        Raises:
+            AuthDataError: API-key mode without a key ("API key auth is missing a key.").
+        """
+        if self.resolved_mode is AuthMode.API_KEY and self.openai_api_key is None:
+            msg = "API key auth is missing a key."
+            raise AuthDataError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON object in Codex's field order, unknown fields last."""
+        out: dict[str, Any] = {}
+        if self.auth_mode is not None:
+            out["auth_mode"] = self.auth_mode.value
+        out["OPENAI_API_KEY"] = self.openai_api_key
+        if self.tokens is not None:
+            out["tokens"] = self.tokens.to_dict()
+        if self.last_refresh is not None:
+            text = self.last_refresh_text
+            if text is None or parse_rfc3339(text) != self.last_refresh:
+                text = format_rfc3339(self.last_refresh)
+            out["last_refresh"] = text
+        out.update(self.extra)
+        return out
+
+    def to_json(self, *, compact: bool = False) -> str:
+        """Serialise as Codex does.
+
+        Args:
+            compact: ``True`` for the keyring's one-line form; else 2-space pretty JSON.
+
+        Returns:
+            The document (no trailing newline, as Codex writes it).
+        """
+        if compact:
+            return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+
+    @classmethod
+    def for_api_key(cls, key: str) -> AuthDotJson:
+        """Return the payload an API-key login writes (tokens dropped).
+
+        Args:
+            key: The API key.
+
+        Returns:
+            ``{"auth_mode": "apikey", "OPENAI_API_KEY": key}``.
+        """
+        return cls(auth_mode=AuthMode.API_KEY, openai_api_key=key)
+
+
+@attrs.frozen
+class Auth:
+    """An immutable snapshot of the credentials to send, as handed out by ``AuthManager``.
+
+    Attributes:
+        mode: How it authenticates.
+        token: The bearer value. Never shown in ``repr`` or ``str``.
+        account_id: The ChatGPT account id, if any.
+        data: The stored payload it came from, or ``None`` (env key, bearer command).
+        account_header: The header that carries the account id.
+    """
+
+    mode: AuthMode
+    token: str = attrs.field(repr=False)
+    account_id: str | None = None
+    data: AuthDotJson | None = attrs.field(default=None, repr=False)
+    account_header: str = attrs.field(default=DEFAULT_ACCOUNT_HEADER, eq=False, repr=False)
+
+    @classmethod
+    def from_data(cls, data: AuthDotJson, *, account_header: str = DEFAULT_ACCOUNT_HEADER) -> Auth:
+        """Build the snapshot for a stored payload.
+
+        Unlike Codex, a ChatGPT payload without ``last_refresh`` still yields its access token:
+        sending no ``Authorization`` and then spending the refresh token is worse (reference §7).
+
+        Args:
+            data: The stored payload.
+            account_header: The header for the account id.
+
+        Returns:
+            The snapshot.
+
+        Raises:
+            AuthDataError: The payload has no usable credential for its mode.
+        """
+        mode = data.resolved_mode
+        if mode is AuthMode.API_KEY:
+            data.validate()
+            assert data.openai_api_key is not None  # noqa: S101 -- validate() checked it
+            return cls(mode, data.openai_api_key, None, data, account_header)
+        if data.tokens is None:
+            msg = "ChatGPT auth has no tokens. Log in again."
+            raise AuthDataError(msg)
+        return cls(mode, data.tokens.access_token, data.tokens.account_id, data, account_header)
+
+    @property
+    def email(self) -> str | None:
+        """The account's email from the id token, if any."""
+        if self.data is None or self.data.tokens is None:
+            return None
+        return self.data.tokens.id_token.email
+
+    @property
+    def plan_type(self) -> PlanType | None:
+        """The ChatGPT plan (unknown when the claim is absent); ``None`` for non-ChatGPT auth."""
+        if not self.mode.is_chatgpt or self.data is None or self.data.tokens is None:
+            return None
+        return self.data.tokens.id_token.plan_type
+
+    def headers(self) -> dict[str, str]:
+        """Return the request headers that carry this auth.
+
+        Returns:
+            ``Authorization: Bearer <token>``, plus the account header when there is an
+            account id.
+        """
+        out = {"Authorization": f"Bearer {self.token}"}
+        if self.account_id:
+            out[self.account_header] = self.account_id
+        return out

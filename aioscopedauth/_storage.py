@@ -1,0 +1,673 @@
+"""Where auth state lives: the ``AuthStore`` protocol and the file, memory, keyring and auto stores.
+
+Every store is async and never blocks the event loop: file reads go through aiofiles, a save is
+one worker-thread call (so a cancelled caller can never leave a half-written file or a stray
+temp file behind), keyring calls run in a worker thread under a timeout, and the cross-process
+lock is an ``flock`` polled without blocking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
+
+import aiofiles
+import anyio
+import anyio.to_thread
+import attrs
+
+from ._errors import AuthDataError, StorageError
+from ._model import AuthDotJson
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from contextlib import AbstractAsyncContextManager
+
+    import keyring.backend
+
+__all__ = [
+    "KEYRING_SERVICE",
+    "AuthStore",
+    "AutoAuthStore",
+    "FileAuthStore",
+    "KeyringAuthStore",
+    "LoadedAuth",
+    "MemoryAuthStore",
+    "load_auth_data",
+    "store_key",
+]
+
+logger = logging.getLogger("aioscopedauth.storage")
+
+KEYRING_SERVICE = "Codex Auth"
+AUTH_FILE = "auth.json"
+MAX_AUTH_FILE_BYTES = 1024 * 1024
+"""auth.json is a few KiB; refuse to read a larger (hostile or corrupt) file into memory."""
+
+_T = TypeVar("_T")
+_LOCK_POLL_FIRST = 0.001
+_LOCK_POLL_MAX = 0.05
+
+
+@runtime_checkable
+class AuthStore(Protocol):
+    """Where an ``AuthDotJson`` is persisted.
+
+    Implementations must be safe to call from any task; ``lock()`` must serialise refreshes
+    across every process that shares the store (a no-op where the store is private to one
+    process).
+    """
+
+    @property
+    def kind(self) -> str:
+        """A short name for status output: ``file``, ``memory``, ``keyring`` or ``auto``."""
+        ...
+
+    async def load(self) -> AuthDotJson | None:
+        """Return the stored payload, or ``None`` when nothing is stored.
+
+        Raises:
+            StorageError: The stored data is unreadable or corrupt (and is left untouched).
+        """
+        ...
+
+    async def save(self, data: AuthDotJson) -> None:
+        """Replace the stored payload atomically.
+
+        Raises:
+            StorageError: It could not be written; the previous payload is intact.
+        """
+        ...
+
+    async def delete(self) -> bool:
+        """Remove the stored payload.
+
+        Returns:
+            Whether anything was removed.
+
+        Raises:
+            StorageError: It could not be removed.
+        """
+        ...
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Return an async context manager that serialises refreshes across processes."""
+        ...
+
+
+def store_key(home: str | os.PathLike[str]) -> str:
+    """Return Codex's key for a home folder: ``cli|`` and 16 hex chars of its path's sha256.
+
+    Args:
+        home: The Codex home folder; canonicalised when it exists, else used as given.
+
+    Returns:
+        For example ``cli|2c26b46b68ffc68f``.
+    """
+    try:
+        canonical = str(Path(home).resolve(strict=True))
+    except OSError:
+        canonical = str(home)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return f"cli|{digest[:16]}"
+
+
+def _to_path(value: str | os.PathLike[str]) -> Path:
+    return Path(value).expanduser()
+
+
+async def _in_thread(func: Callable[[], _T]) -> _T:
+    # Not abandoned on cancel: the call completes (atomically) and cancellation is delivered
+    # right after, so a cancelled save is either fully done or not started.
+    return await anyio.to_thread.run_sync(func)
+
+
+def _ensure_private_dir(directory: Path) -> None:
+    if directory.is_dir():
+        return
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir's mode is filtered by the umask; set it exactly on the folder we created.
+    directory.chmod(0o700)
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    # A symlinked auth.json (dotfile managers) is updated where it points, not replaced.
+    target = path.resolve() if path.is_symlink() else path
+    directory = target.parent
+    _ensure_private_dir(directory)
+    # mkstemp creates the file 0600 in the same folder, so os.replace is atomic and the secret
+    # is never readable by others, not even for an instant.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):
+        # Persist the rename itself; some filesystems refuse to open a folder, which is fine.
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _open_lock_file(path: Path) -> int:
+    _ensure_private_dir(path.parent)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(path: Path, wait_limit: float | None) -> AsyncIterator[None]:
+    """Hold an exclusive ``flock`` on ``path``, polled so that the loop never blocks.
+
+    ``flock`` locks belong to the open file description, so two stores in one process exclude
+    each other as two processes do, and the kernel drops the lock when a holder dies: no stale
+    lock files. The lock file is never deleted (deleting it would let two holders coexist).
+    """
+    import fcntl  # noqa: PLC0415 -- POSIX only; imported where used so the module loads anywhere
+
+    try:
+        fd = await _in_thread(lambda: _open_lock_file(path))
+    except OSError as exc:
+        msg = (
+            f"Could not open the lock file {path}: {_describe_os_error(exc)}. "
+            "Check the folder's permissions."
+        )
+        raise StorageError(msg, path=path) from exc
+    try:
+        deadline = None if wait_limit is None else time.monotonic() + wait_limit
+        delay = _LOCK_POLL_FIRST
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                msg = (
+                    f"Timed out after {wait_limit:g} s waiting for the lock {path}: another "
+                    "process is refreshing the same login. Try again."
+                )
+                raise StorageError(msg, path=path)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _LOCK_POLL_MAX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@attrs.define
+class FileAuthStore:
+    """Keeps ``home/auth.json``, exactly as the Codex CLI does, but written safely.
+
+    The folder is created ``0700`` and the file ``0600``; a save writes a temp file in the same
+    folder, fsyncs it and renames it over the old one, so readers see the old or the new payload
+    and never a torn one. A corrupt file raises :class:`StorageError` and is never overwritten by
+    a load. ``lock()`` takes ``home/auth.json.lock`` across processes.
+
+    Args:
+        home: The Codex home folder (``~/.codex`` by default in Codex).
+        lock_timeout: Seconds to wait for the cross-process lock before giving up, or ``None``
+            to wait forever.
+    """
+
+    home: Path = attrs.field(converter=_to_path)
+    lock_timeout: float | None = 60.0
+    _warned_mode: int | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def kind(self) -> str:
+        """``file``."""
+        return "file"
+
+    @property
+    def path(self) -> Path:
+        """The ``auth.json`` path."""
+        return self.home / AUTH_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file next to ``auth.json``."""
+        return self.home / (AUTH_FILE + ".lock")
+
+    async def load(self) -> AuthDotJson | None:
+        """Read and parse ``auth.json``.
+
+        Returns:
+            The payload, or ``None`` when the file does not exist.
+
+        Raises:
+            StorageError: The file cannot be read, is too large, or is not a valid ``auth.json``;
+                the message names the path and the problem, and the file is left as it is.
+        """
+        path = self.path
+        try:
+            async with aiofiles.open(path, "rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                raw = await handle.read(MAX_AUTH_FILE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError as exc:
+            msg = f"{path} is a folder, not a file. Remove it and log in again."
+            raise StorageError(msg, path=path) from exc
+        except OSError as exc:
+            msg = (
+                f"Could not read {path}: {_describe_os_error(exc)}. "
+                "Check its owner and permissions."
+            )
+            raise StorageError(msg, path=path) from exc
+        self._check_mode(mode)
+        if len(raw) > MAX_AUTH_FILE_BYTES:
+            msg = (
+                f"{path} is larger than {MAX_AUTH_FILE_BYTES // 1024} KiB, so it is not an "
+                "auth.json. It was left untouched; move it away and log in again."
+            )
+            raise StorageError(msg, path=path)
+        try:
+            return AuthDotJson.from_json(raw)
+        except AuthDataError as exc:
+            msg = (
+                f"{path} is not a valid auth.json: {exc}. It was left untouched; fix it, or move "
+                "it away and log in again."
+            )
+            raise StorageError(msg, path=path) from exc
+
+    def _check_mode(self, mode: int) -> None:
+        perms = stat.S_IMODE(mode)
+        if perms & 0o077 and perms != self._warned_mode:
+            self._warned_mode = perms
+            logger.warning(
+                "%s can be read by other users (mode %04o); run `chmod 600` on it. The next "
+                "save writes it 0600.",
+                self.path,
+                perms,
+            )
+
+    async def save(self, data: AuthDotJson) -> None:
+        """Write ``auth.json`` atomically (temp file, fsync, rename), mode ``0600``.
+
+        Args:
+            data: The payload.
+
+        Raises:
+            StorageError: The file could not be written; the old file is intact.
+        """
+        payload = data.to_json().encode()
+        path = self.path
+        try:
+            await _in_thread(lambda: _atomic_write(path, payload))
+        except OSError as exc:
+            msg = (
+                f"Could not write {path}: {_describe_os_error(exc)}. The previous file is intact; "
+                "check free space and permissions."
+            )
+            raise StorageError(msg, path=path) from exc
+
+    async def delete(self) -> bool:
+        """Remove ``auth.json``.
+
+        Returns:
+            Whether the file existed.
+
+        Raises:
+            StorageError: It exists but could not be removed.
+        """
+        path = self.path
+        try:
+            return await _in_thread(lambda: _unlink(path))
+        except OSError as exc:
+            msg = f"Could not remove {path}: {_describe_os_error(exc)}. Remove it by hand."
+            raise StorageError(msg, path=path) from exc
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Return the cross-process lock on ``home/auth.json.lock``.
+
+        Returns:
+            An async context manager; entering it may raise :class:`StorageError` on timeout.
+        """
+        return _file_lock(self.lock_path, self.lock_timeout)
+
+
+@contextlib.asynccontextmanager
+async def _no_lock() -> AsyncIterator[None]:
+    yield
+
+
+@attrs.define
+class MemoryAuthStore:
+    """Keeps the payload in this object only: nothing touches the disk, nothing outlives it.
+
+    Used for tokens a host app supplies (``CHATGPT_AUTH_TOKENS``) and in tests. Its ``lock()``
+    is a no-op because no other process can see it.
+    """
+
+    _data: AuthDotJson | None = attrs.field(default=None, repr=False, alias="data")
+
+    @property
+    def kind(self) -> str:
+        """``memory``."""
+        return "memory"
+
+    async def load(self) -> AuthDotJson | None:
+        """Return the payload, or ``None``."""
+        return self._data
+
+    async def save(self, data: AuthDotJson) -> None:
+        """Replace the payload.
+
+        Args:
+            data: The payload.
+        """
+        self._data = data
+
+    async def delete(self) -> bool:
+        """Drop the payload.
+
+        Returns:
+            Whether there was one.
+        """
+        existed = self._data is not None
+        self._data = None
+        return existed
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Return a no-op context manager (the store is private to the process)."""
+        return _no_lock()
+
+
+def _default_keyring() -> keyring.backend.KeyringBackend:
+    try:
+        import keyring  # noqa: PLC0415 -- optional extra, needed only by the keyring stores
+    except ImportError as exc:  # pragma: no cover - the test extra installs keyring
+        msg = "The keyring package is not installed: pip install 'aioscopedauth[keyring]'."
+        raise StorageError(msg) from exc
+    return keyring.get_keyring()
+
+
+@attrs.define
+class KeyringAuthStore:
+    """Keeps the payload in the system keyring under Codex's entry, as compact JSON.
+
+    The entry is service ``Codex Auth``, account ``cli|`` + 16 hex chars of the home path's
+    sha256, so an existing Codex keyring login is found. Keyring calls run in a worker thread and
+    give up after ``timeout`` seconds (a locked desktop keyring can hang forever). A successful
+    save removes a leftover ``auth.json``; ``lock()`` is the file store's cross-process lock.
+
+    Args:
+        home: The Codex home folder (names the entry and holds the lock file).
+        timeout: Seconds to wait for the keyring.
+        service: The keyring service name.
+        account: The keyring account name; defaults to :func:`store_key` of ``home``.
+        backend: A keyring backend; defaults to ``keyring.get_keyring()`` at first use.
+    """
+
+    home: Path = attrs.field(converter=_to_path)
+    timeout: float = 10.0
+    service: str = KEYRING_SERVICE
+    account: str = attrs.field(default=attrs.Factory(lambda s: store_key(s.home), takes_self=True))
+    backend: keyring.backend.KeyringBackend | None = attrs.field(default=None, repr=False)
+    _file: FileAuthStore = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        """Create the file store used for the fallback file and the lock."""
+        self._file = FileAuthStore(self.home)
+
+    @property
+    def kind(self) -> str:
+        """``keyring``."""
+        return "keyring"
+
+    async def _call(self, what: str, func: Callable[[keyring.backend.KeyringBackend], _T]) -> _T:
+        backend = self.backend or _default_keyring()
+        try:
+            with anyio.fail_after(self.timeout):
+                # Abandoned on timeout: a keyring call cannot be interrupted, so the thread is
+                # left to finish on its own rather than hang the caller.
+                return await anyio.to_thread.run_sync(lambda: func(backend), abandon_on_cancel=True)
+        except TimeoutError as exc:
+            msg = (
+                f"{what}: the keyring did not answer within {self.timeout:g} s. "
+                "Unlock it and retry."
+            )
+            raise StorageError(msg) from exc
+        except StorageError:
+            raise
+        except Exception as exc:
+            # Backend errors describe the backend, never the stored secret.
+            msg = f"{what}: {exc}"
+            raise StorageError(msg) from exc
+
+    async def load(self) -> AuthDotJson | None:
+        """Read the entry.
+
+        Returns:
+            The payload, or ``None`` when there is no entry.
+
+        Raises:
+            StorageError: The keyring failed, timed out, or holds something that is not an
+                ``auth.json`` payload.
+        """
+        text = await self._call(
+            "failed to load CLI auth from keyring",
+            lambda b: b.get_password(self.service, self.account),
+        )
+        if text is None:
+            return None
+        try:
+            return AuthDotJson.from_json(text)
+        except AuthDataError as exc:
+            msg = f"failed to deserialize CLI auth from keyring: {exc}"
+            raise StorageError(msg) from exc
+
+    async def save(self, data: AuthDotJson) -> None:
+        """Write the entry, then remove a leftover ``auth.json`` (a failure there only warns).
+
+        Args:
+            data: The payload.
+
+        Raises:
+            StorageError: The keyring failed or timed out.
+        """
+        text = data.to_json(compact=True)
+        try:
+            await self._call(
+                "failed to write OAuth tokens to keyring",
+                lambda b: b.set_password(self.service, self.account, text),
+            )
+        except StorageError as exc:
+            logger.warning("%s", exc)
+            raise
+        try:
+            await self._file.delete()
+        except StorageError as exc:
+            logger.warning("Saved to the keyring but could not remove the old file: %s", exc)
+
+    async def delete(self) -> bool:
+        """Remove the entry and the fallback file.
+
+        Returns:
+            Whether either existed.
+
+        Raises:
+            StorageError: The keyring failed or timed out, or the file could not be removed.
+        """
+        existed = await self._call(
+            "failed to delete auth from keyring",
+            lambda b: _keyring_delete(b, self.service, self.account),
+        )
+        removed_file = await self._file.delete()
+        return existed or removed_file
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Return the cross-process lock (the lock file in ``home``)."""
+        return self._file.lock()
+
+
+def _keyring_delete(backend: keyring.backend.KeyringBackend, service: str, account: str) -> bool:
+    from keyring.errors import PasswordDeleteError  # noqa: PLC0415 -- optional extra
+
+    if backend.get_password(service, account) is None:
+        return False
+    try:
+        backend.delete_password(service, account)
+    except PasswordDeleteError:
+        return False
+    return True
+
+
+@attrs.define
+class AutoAuthStore:
+    """The keyring when it works, else ``auth.json``: Codex's ``auto`` mode.
+
+    Load tries the keyring and falls back to the file when the keyring has no entry or fails
+    (with a warning); save tries the keyring and falls back to the file when it fails.
+
+    Args:
+        home: The Codex home folder.
+        keyring_timeout: Seconds to wait for the keyring before falling back.
+        backend: A keyring backend; defaults to ``keyring.get_keyring()``.
+    """
+
+    home: Path = attrs.field(converter=_to_path)
+    keyring_timeout: float = 10.0
+    backend: keyring.backend.KeyringBackend | None = attrs.field(default=None, repr=False)
+    _keyring: KeyringAuthStore = attrs.field(init=False, repr=False)
+    _file: FileAuthStore = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        """Create the two stores it chooses between."""
+        self._keyring = KeyringAuthStore(self.home, self.keyring_timeout, backend=self.backend)
+        self._file = FileAuthStore(self.home)
+
+    @property
+    def kind(self) -> str:
+        """``auto``."""
+        return "auto"
+
+    async def load(self) -> AuthDotJson | None:
+        """Load from the keyring, else from the file.
+
+        Returns:
+            The payload, or ``None``.
+
+        Raises:
+            StorageError: The file is corrupt or unreadable (keyring errors only warn).
+        """
+        try:
+            data = await self._keyring.load()
+        except StorageError as exc:
+            logger.warning("Keyring unavailable, using %s: %s", self._file.path, exc)
+            data = None
+        if data is not None:
+            return data
+        return await self._file.load()
+
+    async def save(self, data: AuthDotJson) -> None:
+        """Save to the keyring, else to the file.
+
+        Args:
+            data: The payload.
+
+        Raises:
+            StorageError: Both the keyring and the file failed.
+        """
+        try:
+            await self._keyring.save(data)
+        except StorageError as exc:
+            logger.warning("Keyring save failed, writing %s instead: %s", self._file.path, exc)
+            await self._file.save(data)
+
+    async def delete(self) -> bool:
+        """Remove the keyring entry and the file.
+
+        Returns:
+            Whether either existed.
+
+        Raises:
+            StorageError: The file could not be removed (keyring errors only warn).
+        """
+        try:
+            return await self._keyring.delete()
+        except StorageError as exc:
+            logger.warning("Keyring delete failed, removing %s only: %s", self._file.path, exc)
+            return await self._file.delete()
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Return the cross-process lock (the lock file in ``home``)."""
+        return self._file.lock()
+
+
+@attrs.frozen
+class LoadedAuth:
+    """A payload and where it was found.
+
+    Attributes:
+        data: The payload.
+        origin: ``env`` (the API-key variable), ``memory`` (host-supplied tokens) or ``store``.
+    """
+
+    data: AuthDotJson
+    origin: Literal["env", "memory", "store"]
+
+
+async def load_auth_data(
+    store: AuthStore, memory: AuthStore | None = None, *, api_key_env: str | None = None
+) -> LoadedAuth | None:
+    """Load auth in Codex's precedence (reference §1.5).
+
+    1. The API-key environment variable, only when ``api_key_env`` names one and it is set and
+       not blank (trimmed).
+    2. The memory store (host-supplied tokens).
+    3. The configured store.
+
+    Args:
+        store: The configured store.
+        memory: The process's memory store, if any.
+        api_key_env: The name of the API-key variable (Codex uses ``CODEX_API_KEY``), or ``None``.
+
+    Returns:
+        The payload and its origin, or ``None`` when no source has one.
+
+    Raises:
+        StorageError: The configured store is corrupt or unreadable.
+    """
+    if api_key_env:
+        key = os.environ.get(api_key_env, "").strip()
+        if key:
+            return LoadedAuth(AuthDotJson.for_api_key(key), "env")
+    if memory is not None and memory is not store:
+        data = await memory.load()
+        if data is not None:
+            return LoadedAuth(data, "memory")
+    data = await store.load()
+    return None if data is None else LoadedAuth(data, "store")
