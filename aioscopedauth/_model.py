@@ -335,6 +335,47 @@ class AuthDotJson:
             return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
 
+    def with_refreshed_tokens(
+        self,
+        *,
+        id_token: str | None,
+        access_token: str | None,
+        refresh_token: str | None,
+        now: datetime,
+    ) -> AuthDotJson:
+        """Merge a token endpoint's answer into this (currently stored) payload (§3.4).
+
+        A token the answer leaves out keeps its stored value; ``account_id`` is never changed
+        by a refresh; ``last_refresh`` becomes ``now``.
+
+        Args:
+            id_token: The new raw id token, or ``None``.
+            access_token: The new access token, or ``None``.
+            refresh_token: The new refresh token, or ``None``.
+            now: The refresh time.
+
+        Returns:
+            The merged payload.
+
+        Raises:
+            AuthDataError: The new id token is not a JWT, or there are no stored tokens and the
+                answer lacks one of them.
+        """
+        old = self.tokens
+        if old is None:
+            if id_token is None or access_token is None or refresh_token is None:
+                msg = "Token data is not available."
+                raise AuthDataError(msg)
+            new_tokens = TokenData(IdTokenInfo.parse(id_token), access_token, refresh_token)
+        else:
+            new_tokens = attrs.evolve(
+                old,
+                id_token=old.id_token if id_token is None else IdTokenInfo.parse(id_token),
+                access_token=old.access_token if access_token is None else access_token,
+                refresh_token=old.refresh_token if refresh_token is None else refresh_token,
+            )
+        return attrs.evolve(self, tokens=new_tokens, last_refresh=now, last_refresh_text=None)
+
     @classmethod
     def for_api_key(cls, key: str) -> AuthDotJson:
         """Return the payload an API-key login writes (tokens dropped).

@@ -68,7 +68,7 @@ class AuthStore(Protocol):
 
     @property
     def kind(self) -> str:
-        """A short name for status output: ``file``, ``memory``, ``keyring`` or ``auto``."""
+        """The store's short name (``file``, ``memory``, ``keyring``, ``auto``)."""
         ...
 
     async def load(self) -> AuthDotJson | None:

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import inspect
+
+import aioscopedauth
+
+# The contract of DESIGN.md that has landed so far, plus our additions. A name leaving this list
+# is a breaking change; adding one is a deliberate act.
+EXPECTED = {
+    "Auth",
+    "AuthDataError",
+    "AuthDotJson",
+    "AuthError",
+    "AuthMode",
+    "AuthStore",
+    "AutoAuthStore",
+    "CommandError",
+    "ConfigError",
+    "FileAuthStore",
+    "IdTokenInfo",
+    "KeyringAuthStore",
+    "LoadedAuth",
+    "LoginRestrictionError",
+    "MemoryAuthStore",
+    "PlanType",
+    "RefreshError",
+    "RefreshFailureReason",
+    "RefreshTokenFailedError",
+    "StorageError",
+    "TokenData",
+    "TransientRefreshError",
+    "__version__",
+    "decode_jwt_payload",
+    "jwt_expiration",
+    "load_auth_data",
+    "store_key",
+}
+
+
+def test_all_is_sorted_and_exact() -> None:
+    assert aioscopedauth.__all__ == sorted(aioscopedauth.__all__)
+    assert set(aioscopedauth.__all__) == EXPECTED
+
+
+def test_every_public_name_is_documented() -> None:
+    for name in aioscopedauth.__all__:
+        obj = getattr(aioscopedauth, name)
+        if name == "__version__":
+            assert isinstance(obj, str)
+            continue
+        doc = inspect.getdoc(obj)
+        assert doc, f"{name} has no docstring"
+        assert doc.splitlines()[0].endswith("."), f"{name}: summary line must be a sentence"
+
+
+def test_exception_tree() -> None:
+    errors = [
+        aioscopedauth.AuthDataError,
+        aioscopedauth.StorageError,
+        aioscopedauth.ConfigError,
+        aioscopedauth.CommandError,
+        aioscopedauth.LoginRestrictionError,
+        aioscopedauth.RefreshTokenFailedError,
+        aioscopedauth.TransientRefreshError,
+    ]
+    for error in errors:
+        assert issubclass(error, aioscopedauth.AuthError)
+    assert issubclass(aioscopedauth.RefreshTokenFailedError, aioscopedauth.RefreshError)
+    assert issubclass(aioscopedauth.TransientRefreshError, aioscopedauth.RefreshError)
+    assert issubclass(aioscopedauth.ConfigError, ValueError)
+    assert issubclass(aioscopedauth.AuthDataError, ValueError)
+    # The tree drawn in _errors' docstring names every class.
+    tree = inspect.getdoc(aioscopedauth._errors)
+    assert tree is not None
+    for error in [*errors, aioscopedauth.RefreshError]:
+        assert error.__name__ in tree
+
+
+def test_refresh_errors_carry_reason_and_status() -> None:
+    permanent = aioscopedauth.RefreshTokenFailedError(
+        aioscopedauth.RefreshFailureReason.EXHAUSTED, "used"
+    )
+    assert permanent.reason is aioscopedauth.RefreshFailureReason.EXHAUSTED
+    assert str(permanent) == "used"
+    transient = aioscopedauth.TransientRefreshError("boom", status=503)
+    assert transient.status == 503
