@@ -48,7 +48,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
     session.install("-e", ".[typecheck]")
-    session.run("mypy", "aioscopedauth")
+    session.run("mypy", "aioscopedauth", "tests")
 
 
 @nox.session

@@ -15,10 +15,10 @@ CANARY_REFRESH = "CANARY-refresh-9c1d3b7a"
 class MemoryKeyring(keyring.backend.KeyringBackend):
     """A real keyring backend that keeps entries in a dict (registered per test)."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # keyring's base is untyped
         self.entries: dict[tuple[str, str], str] = {}
         self.calls: list[str] = []
 
@@ -40,7 +40,10 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
 class BrokenKeyring(keyring.backend.KeyringBackend):
     """A real backend whose every call fails, as a locked or missing keyring daemon does."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # keyring's base is untyped
 
     def get_password(self, service: str, username: str) -> str | None:
         raise keyring.errors.KeyringError("the keyring daemon is not running")
@@ -55,10 +58,10 @@ class BrokenKeyring(keyring.backend.KeyringBackend):
 class HangingKeyring(keyring.backend.KeyringBackend):
     """A real backend that blocks until released, as a keyring waiting for an unlock prompt."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # keyring's base is untyped
         self.release = threading.Event()
 
     def get_password(self, service: str, username: str) -> str | None:
