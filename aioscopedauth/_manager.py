@@ -1,0 +1,776 @@
+"""``AuthManager``: owns the auth snapshot, refreshes it once for everyone, and derives managers.
+
+Concurrency invariants (DESIGN.md, "Rules that every change keeps"):
+
+* Every managed or host-token refresh runs in **one** task per rejected snapshot (the in-flight
+  refresh), under the shared ``asyncio.Lock`` and, for stores shared between processes, the
+  store's cross-process ``lock()``. Callers await it through ``asyncio.shield``: a cancelled
+  caller stops waiting, but a refresh token already spent is still saved, so a cancellation can
+  never lose a rotated refresh token.
+* Under the lock, a caller whose snapshot was already replaced adopts the new one (no network);
+  the store is re-read, and tokens another process wrote are adopted (no network); only then is
+  the refresh token spent.
+* Derived managers share the snapshot, the failure records, the forced workspace, the store and
+  the lock by reference; each keeps its own external source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, Self
+
+import aiohttp
+import attrs
+
+from ._errors import (
+    AuthDataError,
+    AuthError,
+    ConfigError,
+    LoginRestrictionError,
+    RefreshFailureReason,
+    RefreshTokenFailedError,
+    StorageError,
+    TransientRefreshError,
+)
+from ._external import (
+    ExternalAuthTokens,
+    ExternalRefresher,
+    RefreshContext,
+    auth_data_from_external_tokens,
+)
+from ._jwt import jwt_expiration
+from ._model import Auth, AuthDotJson, AuthMode
+from ._oauth import ACCOUNT_MISMATCH_MESSAGE, OAuthConfig, is_stale, request_token_refresh
+from ._storage import AuthStore, MemoryAuthStore, load_auth_data
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["AuthChange", "AuthChanges", "AuthManager", "ForcedLoginMethod"]
+
+logger = logging.getLogger("aioscopedauth.manager")
+
+ForcedLoginMethod = Literal["api", "chatgpt"]
+ChangeReason = Literal["load", "reload", "refresh", "login", "logout", "workspace", "external"]
+_CHANGE_QUEUE_LIMIT = 256
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen
+class AuthChange:
+    """One change of auth state, as yielded by :meth:`AuthManager.changes`.
+
+    Attributes:
+        reason: What changed it: ``load``, ``reload``, ``refresh``, ``login``, ``logout``,
+            ``workspace`` (the forced workspace changed) or ``external`` (a host refresh).
+        auth: The snapshot after the change (its ``repr`` holds no secret).
+    """
+
+    reason: ChangeReason
+    auth: Auth | None
+
+
+class AuthChanges:
+    """An async iterator of :class:`AuthChange`, subscribed from the moment it is created.
+
+    Use it as ``async with manager.changes() as changes: async for change in changes: ...`` or
+    call :meth:`aclose` when done. A subscriber that falls more than 256 changes behind loses
+    the oldest ones.
+    """
+
+    def __init__(self, subscribers: set[asyncio.Queue[AuthChange]]) -> None:
+        """Subscribe to ``subscribers`` (done by :meth:`AuthManager.changes`)."""
+        self._subscribers = subscribers
+        self._queue: asyncio.Queue[AuthChange] = asyncio.Queue(_CHANGE_QUEUE_LIMIT)
+        subscribers.add(self._queue)
+
+    def __aiter__(self) -> Self:
+        """Return the iterator itself."""
+        return self
+
+    async def __anext__(self) -> AuthChange:
+        """Wait for the next change.
+
+        Raises:
+            StopAsyncIteration: After :meth:`aclose`.
+        """
+        if self._queue not in self._subscribers:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        """Unsubscribe."""
+        self._subscribers.discard(self._queue)
+
+    async def __aenter__(self) -> Self:
+        """Return the iterator."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Unsubscribe."""
+        await self.aclose()
+
+
+@attrs.define(eq=False)
+class _Failure:
+    auth: Auth
+    error: RefreshTokenFailedError | TransientRefreshError
+    until: float | None  # monotonic deadline for transient failures; None = permanent
+
+
+@attrs.define(eq=False)
+class _InFlight:
+    expected: Auth
+    task: asyncio.Task[bool]
+
+
+@attrs.define(eq=False)
+class _Shared:
+    """State shared by reference between a base manager and every manager derived from it."""
+
+    store: AuthStore
+    memory: MemoryAuthStore
+    oauth: OAuthConfig
+    api_key_env: str | None
+    forced_login_method: ForcedLoginMethod | None
+    forced_workspace_id: str | None
+    http: aiohttp.ClientSession | None
+    owns_http: bool
+    snapshot: Auth | None = None
+    loaded: bool = False
+    failure: _Failure | None = None
+    inflight: _InFlight | None = None
+    refresh_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
+    load_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
+    subscribers: set[asyncio.Queue[AuthChange]] = attrs.Factory(set)
+
+
+class AuthManager:
+    """Owns a client's auth state: loads it, hands out snapshots, refreshes it once for everyone.
+
+    The constructor does no I/O; the first :meth:`auth` loads from the store. ``async with``
+    closes the HTTP session the manager created for the token endpoint.
+
+    Args:
+        store: Where the login is persisted (``FileAuthStore(home)`` for Codex's ``auth.json``).
+        oauth: The token endpoint; defaults to :meth:`OAuthConfig.codex`.
+        api_key_env: An environment variable whose (trimmed, non-blank) value, when set, is used
+            as an API key before anything stored (Codex uses ``CODEX_API_KEY``).
+        forced_login_method: ``"api"`` or ``"chatgpt"``: the only login method allowed by
+            :meth:`enforce_login_restrictions`.
+        forced_workspace_id: The only ChatGPT workspace allowed.
+        http: An aiohttp session for the token endpoint; by default the manager makes its own.
+            Token requests are sent with ``middlewares=()``, so an auth middleware attached to
+            this session is never re-entered.
+    """
+
+    def __init__(  # noqa: PLR0913 -- the constructor's signature is DESIGN.md's contract
+        self,
+        store: AuthStore,
+        oauth: OAuthConfig | None = None,
+        *,
+        api_key_env: str | None = None,
+        forced_login_method: ForcedLoginMethod | None = None,
+        forced_workspace_id: str | None = None,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        """Create a manager; see the class docstring for the arguments."""
+        if forced_login_method not in (None, "api", "chatgpt"):
+            msg = "forced_login_method must be 'api', 'chatgpt' or None"
+            raise ConfigError(msg)
+        self._shared = _Shared(
+            store=store,
+            memory=store if isinstance(store, MemoryAuthStore) else MemoryAuthStore(),
+            oauth=oauth or OAuthConfig.codex(),
+            api_key_env=api_key_env,
+            forced_login_method=forced_login_method,
+            forced_workspace_id=forced_workspace_id,
+            http=http,
+            owns_http=http is None,
+        )
+        self._external: ExternalRefresher | None = None
+        self._is_base = True
+
+    # -- construction and lifecycle ---------------------------------------------------------
+
+    def with_external_bearer_refresher(self, refresher: ExternalRefresher) -> AuthManager:
+        """Return a manager whose :meth:`auth` is the bearer from ``refresher``.
+
+        The derived manager shares this one's snapshot, failure records, forced workspace,
+        store, HTTP session and refresh lock; its bearer source is its own. When the source
+        fails, its :meth:`auth` returns ``None``: it never falls back to this manager's login,
+        which would send the user's OpenAI credentials to another provider.
+
+        Args:
+            refresher: A source whose ``mode`` is ``AuthMode.BEARER``.
+
+        Returns:
+            The derived manager.
+
+        Raises:
+            ConfigError: ``refresher`` is not a bearer source.
+        """
+        if refresher.mode is not AuthMode.BEARER:
+            msg = "with_external_bearer_refresher needs a bearer source (mode AuthMode.BEARER)"
+            raise ConfigError(msg)
+        derived = object.__new__(AuthManager)
+        derived._shared = self._shared
+        derived._external = refresher
+        derived._is_base = False
+        return derived
+
+    def set_external_auth(self, refresher: ExternalRefresher | None) -> None:
+        """Set (or clear, with ``None``) this manager's external source.
+
+        A host app that supplies ChatGPT tokens passes a source whose mode is
+        ``AuthMode.CHATGPT_AUTH_TOKENS``; 401 recovery then asks it for new tokens.
+
+        Args:
+            refresher: The source, or ``None``.
+        """
+        self._external = refresher
+
+    @property
+    def external_auth(self) -> ExternalRefresher | None:
+        """This manager's external source, if any."""
+        return self._external
+
+    async def aclose(self) -> None:
+        """Wait for an in-flight refresh, then close the HTTP session this manager created.
+
+        Derived managers own nothing; closing one does nothing.
+        """
+        if not self._is_base:
+            return
+        shared = self._shared
+        inflight = shared.inflight
+        if inflight is not None and not inflight.task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(inflight.task)
+        if shared.owns_http and shared.http is not None:
+            http, shared.http = shared.http, None
+            await http.close()
+
+    async def __aenter__(self) -> Self:
+        """Return the manager."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close what the manager owns."""
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        """Show the store and mode, never a secret."""
+        kind = "derived " if not self._is_base else ""
+        mode = self.mode
+        return (
+            f"<{kind}AuthManager store={self._shared.store.kind} "
+            f"mode={mode.value if mode else None}>"
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> AuthMode | None:
+        """``BEARER`` for a bearer manager, else the mode of the cached snapshot (or ``None``)."""
+        if self._external is not None and self._external.mode is AuthMode.BEARER:
+            return AuthMode.BEARER
+        snapshot = self._shared.snapshot
+        return None if snapshot is None else snapshot.mode
+
+    @property
+    def store(self) -> AuthStore:
+        """The configured store."""
+        return self._shared.store
+
+    @property
+    def oauth(self) -> OAuthConfig:
+        """The token endpoint configuration."""
+        return self._shared.oauth
+
+    @property
+    def forced_workspace_id(self) -> str | None:
+        """The ChatGPT workspace logins are restricted to, if any."""
+        return self._shared.forced_workspace_id
+
+    def set_forced_workspace_id(self, workspace_id: str | None) -> None:
+        """Change the forced workspace for this manager and every manager sharing its state.
+
+        Args:
+            workspace_id: The workspace, or ``None`` to lift the restriction.
+        """
+        shared = self._shared
+        if shared.forced_workspace_id != workspace_id:
+            shared.forced_workspace_id = workspace_id
+            self._notify(AuthChange("workspace", shared.snapshot))
+
+    def auth_cached(self) -> Auth | None:
+        """Return the cached snapshot: no I/O, no refresh (``None`` before the first load)."""
+        return self._shared.snapshot
+
+    def refresh_failure_for_auth(self, auth: Auth | None) -> RefreshTokenFailedError | None:
+        """Return the permanent refresh failure recorded for exactly this snapshot, if any.
+
+        Args:
+            auth: A snapshot.
+
+        Returns:
+            The recorded error, or ``None``.
+        """
+        failure = self._shared.failure
+        if failure is None or failure.until is not None or failure.auth != auth:
+            return None
+        assert isinstance(failure.error, RefreshTokenFailedError)  # noqa: S101 -- until None
+        return failure.error
+
+    async def auth(self) -> Auth | None:
+        """Return the auth to send now, refreshing it first when it is about to expire.
+
+        A bearer manager returns its source's token (``None`` when the source fails; the error
+        is logged). A managed ChatGPT login whose access token expires within the refresh window
+        is refreshed once for all callers; while it is still valid, callers that find a refresh
+        already running keep the current token instead of waiting. A failed proactive refresh is
+        logged and the snapshot it had is returned.
+
+        Returns:
+            The snapshot, or ``None`` when logged out.
+
+        Raises:
+            StorageError: The store could not be read on the first load.
+        """
+        external = self._external
+        if external is not None and external.mode is AuthMode.BEARER:
+            return await self._bearer_auth(external)
+        snapshot = await self._current()
+        if snapshot is None or not is_stale(snapshot, _now(), self._shared.oauth):
+            return snapshot
+        if self._known_failure(snapshot) is not None:
+            # Already failed for this snapshot: do not hammer the endpoint on every call.
+            return snapshot
+        inflight = self._shared.inflight
+        if inflight is not None and inflight.expected == snapshot and not _expired(snapshot):
+            return snapshot
+        try:
+            await self._refresh(snapshot)
+        except (AuthError, aiohttp.ClientError) as exc:
+            logger.warning("Failed to refresh token: %s", exc)
+            return snapshot
+        return self._shared.snapshot
+
+    async def _bearer_auth(self, refresher: ExternalRefresher) -> Auth | None:
+        try:
+            tokens = await refresher.resolve()
+        except Exception as exc:  # noqa: BLE001 -- any source failure means "no auth", logged
+            logger.warning("Failed to resolve external bearer auth: %s", _describe(exc))
+            return None
+        if tokens is None:
+            return None
+        return Auth(AuthMode.BEARER, tokens.access_token)
+
+    async def _current(self) -> Auth | None:
+        shared = self._shared
+        if not shared.loaded:
+            async with shared.load_lock:
+                if not shared.loaded:
+                    self._set(await self._load(), "load")
+                    shared.loaded = True
+        return shared.snapshot
+
+    async def _load(self) -> Auth | None:
+        shared = self._shared
+        loaded = await load_auth_data(shared.store, shared.memory, api_key_env=shared.api_key_env)
+        if loaded is None:
+            return None
+        header = shared.oauth.account_header
+        if loaded.origin == "env":
+            assert loaded.data.openai_api_key is not None  # noqa: S101 -- env keys are non-blank
+            return Auth(AuthMode.API_KEY, loaded.data.openai_api_key, account_header=header)
+        try:
+            return Auth.from_data(loaded.data, account_header=header)
+        except AuthDataError as exc:
+            logger.warning("Stored auth has no usable credential (%s); treating as logged out", exc)
+            return None
+
+    async def reload(self) -> bool:
+        """Re-read the store, replacing the cached snapshot.
+
+        Unlike Codex (which compares only the mode), this reports any change of credentials.
+
+        Returns:
+            Whether the snapshot changed.
+
+        Raises:
+            StorageError: The store could not be read (the cached snapshot is kept).
+        """
+        logger.debug("Reloading auth")
+        new = await self._load()
+        self._shared.loaded = True
+        changed = self._set(new, "reload")
+        logger.debug("Reloaded auth, changed: %s", changed)
+        return changed
+
+    def changes(self) -> AuthChanges:
+        """Subscribe to changes of auth state (load, reload, refresh, login, logout, workspace).
+
+        Returns:
+            An async iterator of :class:`AuthChange`, subscribed immediately.
+        """
+        return AuthChanges(self._shared.subscribers)
+
+    # -- state changes ----------------------------------------------------------------------
+
+    def _set(self, new: Auth | None, reason: ChangeReason) -> bool:
+        shared = self._shared
+        old = shared.snapshot
+        shared.snapshot = new
+        if new == old:
+            return False
+        if shared.failure is not None and shared.failure.auth != new:
+            shared.failure = None
+        self._notify(AuthChange(reason, new))
+        return True
+
+    def _notify(self, change: AuthChange) -> None:
+        for queue in self._shared.subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(change)
+
+    def _known_failure(self, auth: Auth) -> RefreshTokenFailedError | TransientRefreshError | None:
+        failure = self._shared.failure
+        if failure is None or failure.auth != auth:
+            return None
+        if failure.until is not None and time.monotonic() >= failure.until:
+            return None
+        return failure.error
+
+    def _record_failure(
+        self, attempted: Auth, error: RefreshTokenFailedError | TransientRefreshError
+    ) -> None:
+        # Only while the snapshot is still the one attempted: a concurrent reload to new
+        # credentials must not be poisoned by the old ones' failure (reference §2.5).
+        shared = self._shared
+        if shared.snapshot != attempted:
+            return
+        if isinstance(error, RefreshTokenFailedError):
+            shared.failure = _Failure(attempted, error, None)
+        else:
+            backoff = shared.oauth.failure_backoff.total_seconds()
+            if backoff > 0:
+                shared.failure = _Failure(attempted, error, time.monotonic() + backoff)
+
+    async def login_with_api_key(self, api_key: str) -> None:
+        """Log in with an API key: saves ``{"auth_mode": "apikey", ...}``, dropping tokens.
+
+        Args:
+            api_key: The key.
+
+        Raises:
+            ConfigError: The key is blank.
+            StorageError: It could not be saved.
+        """
+        key = api_key.strip()
+        if not key:
+            msg = "The API key is empty."
+            raise ConfigError(msg)
+        shared = self._shared
+        await shared.store.save(AuthDotJson.for_api_key(key))
+        if shared.memory is not shared.store:
+            await shared.memory.delete()
+        shared.loaded = True
+        self._set(await self._load(), "login")
+
+    async def login_with_tokens(
+        self, access_token: str, account_id: str, plan_type: str | None = None
+    ) -> None:
+        """Use ChatGPT tokens supplied by a host app (``CHATGPT_AUTH_TOKENS``), in memory only.
+
+        Args:
+            access_token: The ChatGPT access token (a JWT).
+            account_id: The workspace id.
+            plan_type: The plan name, if known.
+
+        Raises:
+            AuthDataError: The access token is not a JWT.
+        """
+        tokens = ExternalAuthTokens.chatgpt(access_token, account_id, plan_type)
+        data = auth_data_from_external_tokens(tokens, _now())
+        shared = self._shared
+        await shared.memory.save(data)
+        shared.loaded = True
+        self._set(Auth.from_data(data, account_header=shared.oauth.account_header), "login")
+
+    async def logout(self) -> bool:
+        """Remove the login from the memory store and the configured store, then reload.
+
+        Returns:
+            Whether anything was removed.
+
+        Raises:
+            StorageError: A store could not be cleared (the reload still happens).
+        """
+        shared = self._shared
+        try:
+            removed = await shared.memory.delete()
+            if shared.store is not shared.memory:
+                removed = await shared.store.delete() or removed
+        finally:
+            new = await self._load()
+            shared.loaded = True
+            self._set(new, "logout")
+        return removed
+
+    async def enforce_login_restrictions(self) -> None:
+        """Log out when the login breaks the forced method or workspace.
+
+        API-key logins are exempt from the workspace rule. The workspace is read from the id
+        token's ``chatgpt_account_id`` claim.
+
+        Raises:
+            LoginRestrictionError: The login broke a rule and was logged out; the message says
+                which rule (reference §2.4).
+        """
+        auth = await self._current()
+        if auth is None:
+            return
+        message = _restriction_violation(
+            auth, self._shared.forced_login_method, self._shared.forced_workspace_id
+        )
+        if message is None:
+            return
+        try:
+            await self.logout()
+        except StorageError as exc:
+            message = f"{message}. Failed to remove auth.json: {exc}"
+        raise LoginRestrictionError(message)
+
+    # -- refresh ----------------------------------------------------------------------------
+
+    async def refresh_token(self) -> bool:
+        """Force a guarded refresh of the managed login, once for all concurrent callers.
+
+        Under the shared lock and the store's cross-process lock, the store is re-read first:
+        tokens another task or process already refreshed are adopted without a network call.
+        Host-supplied tokens are refreshed through the host's source; API keys are left alone.
+
+        Returns:
+            Whether the snapshot changed.
+
+        Raises:
+            RefreshTokenFailedError: Permanently refused (log in again); also when the stored
+                account changed or vanished.
+            TransientRefreshError: Try again later.
+            StorageError: The store could not be read or written.
+        """
+        snapshot = await self._current()
+        if snapshot is None or not snapshot.mode.is_chatgpt:
+            return False
+        return await self._refresh(snapshot)
+
+    async def refresh_external_auth(self, rejected: Auth | None = None) -> bool:
+        """Ask this manager's external source for a new token after a 401.
+
+        For a bearer manager the new token lives in the source's cache only (nothing is
+        persisted); for host-supplied ChatGPT tokens it is kept in the memory store.
+
+        Args:
+            rejected: The snapshot the server rejected, so concurrent 401s refresh once.
+
+        Returns:
+            Whether the auth changed (always ``True`` on success).
+
+        Raises:
+            TransientRefreshError: There is no external source, or it failed.
+        """
+        external = self._external
+        if external is None:
+            msg = "external auth is not configured"
+            raise TransientRefreshError(msg)
+        if external.mode is AuthMode.BEARER:
+            context = RefreshContext(rejected_token=None if rejected is None else rejected.token)
+            try:
+                await external.refresh(context)
+            except Exception as exc:
+                msg = f"external bearer refresh failed: {_describe(exc)}"
+                raise TransientRefreshError(msg) from exc
+            return True
+        snapshot = rejected if rejected is not None else await self._current()
+        if snapshot is None:
+            msg = "there are no host-supplied tokens to refresh"
+            raise TransientRefreshError(msg)
+        return await self._refresh(snapshot)
+
+    async def _refresh(self, expected: Auth) -> bool:
+        shared = self._shared
+        inflight = shared.inflight
+        if inflight is None or inflight.task.done() or inflight.expected != expected:
+            task = asyncio.get_running_loop().create_task(
+                self._refresh_locked(expected), name="aioscopedauth-refresh"
+            )
+            task.add_done_callback(_retrieve_exception)
+            inflight = _InFlight(expected, task)
+            shared.inflight = inflight
+        # Shielded: a cancelled caller stops waiting; the refresh itself runs to completion so
+        # a refresh token that was spent is never lost.
+        return await asyncio.shield(inflight.task)
+
+    async def _refresh_locked(self, expected: Auth) -> bool:
+        shared = self._shared
+        async with shared.refresh_lock:
+            if shared.snapshot != expected:
+                logger.debug("Auth changed while waiting for the refresh lock; adopting it")
+                return True
+            known = self._known_failure(expected)
+            if known is not None:
+                raise known
+            if expected.mode is AuthMode.CHATGPT_AUTH_TOKENS:
+                return await self._refresh_host_tokens(expected)
+            async with shared.store.lock():
+                stored = await self._load()
+                if stored is None or stored.account_id != expected.account_id:
+                    logger.info(
+                        "Skipping auth reload: the stored account is %s, not the one in use",
+                        "unknown" if stored is None else (stored.account_id or "unknown"),
+                    )
+                    error = RefreshTokenFailedError(
+                        RefreshFailureReason.OTHER, ACCOUNT_MISMATCH_MESSAGE
+                    )
+                    self._record_failure(expected, error)
+                    raise error
+                if stored != expected:
+                    logger.debug("Skipping token refresh because auth changed after guarded reload")
+                    return self._set(stored, "reload")
+                return await self._spend_refresh_token(expected)
+
+    async def _spend_refresh_token(self, expected: Auth) -> bool:
+        shared = self._shared
+        data = expected.data
+        if data is None or data.tokens is None:
+            msg = "Token data is not available."
+            raise TransientRefreshError(msg)
+        logger.info("Refreshing token")
+        try:
+            answer = await request_token_refresh(
+                self._http(), shared.oauth, data.tokens.refresh_token
+            )
+        except (RefreshTokenFailedError, TransientRefreshError) as exc:
+            self._record_failure(expected, exc)
+            raise
+        try:
+            merged = data.with_refreshed_tokens(
+                id_token=answer.id_token,
+                access_token=answer.access_token,
+                refresh_token=answer.refresh_token,
+                now=_now(),
+            )
+        except AuthDataError as exc:
+            msg = f"Failed to refresh token: the token endpoint returned a bad id token ({exc})"
+            raise TransientRefreshError(msg) from exc
+        target = shared.memory if data.resolved_mode is AuthMode.CHATGPT_AUTH_TOKENS else None
+        await (target or shared.store).save(merged)
+        return self._set(
+            Auth.from_data(merged, account_header=shared.oauth.account_header), "refresh"
+        )
+
+    async def _refresh_host_tokens(self, expected: Auth) -> bool:
+        shared = self._shared
+        external = self._external
+        if external is None or external.mode is not AuthMode.CHATGPT_AUTH_TOKENS:
+            msg = "external auth is not configured"
+            raise TransientRefreshError(msg)
+        context = RefreshContext(
+            previous_account_id=expected.account_id, rejected_token=expected.token
+        )
+        try:
+            tokens = await external.refresh(context)
+        except Exception as exc:
+            msg = f"external auth refresh failed: {_describe(exc)}"
+            raise TransientRefreshError(msg) from exc
+        meta = tokens.chatgpt_metadata
+        if meta is None:
+            msg = "external auth refresh did not return ChatGPT metadata"
+            raise TransientRefreshError(msg)
+        wanted = shared.forced_workspace_id
+        if wanted is not None and meta.account_id != wanted:
+            msg = (
+                f"external auth refresh returned workspace {meta.account_id!r}, expected {wanted!r}"
+            )
+            raise TransientRefreshError(msg)
+        try:
+            data = auth_data_from_external_tokens(tokens, _now())
+        except AuthDataError as exc:
+            msg = f"external auth refresh returned unusable tokens: {exc}"
+            raise TransientRefreshError(msg) from exc
+        await shared.memory.save(data)
+        return self._set(
+            Auth.from_data(data, account_header=shared.oauth.account_header), "external"
+        )
+
+    def _http(self) -> aiohttp.ClientSession:
+        shared = self._shared
+        if shared.http is None or (shared.owns_http and shared.http.closed):
+            shared.http = aiohttp.ClientSession()
+            shared.owns_http = True
+        return shared.http
+
+
+def _retrieve_exception(task: asyncio.Task[bool]) -> None:
+    # Every caller may have been cancelled; mark the result as seen so asyncio does not log
+    # "exception was never retrieved" (the error was already raised to whoever was waiting).
+    if not task.cancelled():
+        task.exception()
+
+
+def _expired(auth: Auth) -> bool:
+    if auth.data is None or auth.data.tokens is None:
+        return False
+    try:
+        exp = jwt_expiration(auth.data.tokens.access_token)
+    except AuthDataError:
+        return False
+    return exp is not None and exp <= _now()
+
+
+def _describe(exc: BaseException) -> str:
+    # Our own errors carry safe messages; for anything else show only the type, because a
+    # third-party exception may quote a token.
+    if isinstance(exc, AuthError):
+        return str(exc)
+    return type(exc).__name__
+
+
+def _restriction_violation(
+    auth: Auth, method: ForcedLoginMethod | None, workspace: str | None
+) -> str | None:
+    """Return the reference's message for a login that breaks a restriction, else ``None``."""
+    if method == "api" and auth.mode.is_chatgpt:
+        return "API key login is required, but ChatGPT is currently being used. Logging out."
+    if method == "chatgpt" and auth.mode is AuthMode.API_KEY:
+        return "ChatGPT login is required, but an API key is currently being used. Logging out."
+    if workspace is None or not auth.mode.is_chatgpt:
+        return None
+    tokens = None if auth.data is None else auth.data.tokens
+    actual = None if tokens is None else tokens.id_token.chatgpt_account_id
+    if actual is None:
+        return (
+            f"Login is restricted to workspace {workspace}, but current credentials lack a "
+            "workspace identifier. Logging out."
+        )
+    if actual != workspace:
+        return (
+            f"Login is restricted to workspace {workspace}, but current credentials belong to "
+            f"{actual}. Logging out."
+        )
+    return None

@@ -1,0 +1,270 @@
+"""A fake OAuth token endpoint and protected API on loopback, for tests and the demo.
+
+It behaves like the real services where it matters: refresh tokens are single-use and rotate
+(spending one twice answers 401 ``refresh_token_reused``), access tokens are JWTs with ``exp``
+that the API checks, and every call is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+from aiohttp import web
+
+from aioscopedauth._jwt import IdTokenInfo, decode_jwt_payload
+from aioscopedauth._model import AuthDotJson, AuthMode, TokenData
+
+from ._jwt_helpers import make_id_token, make_jwt
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+__all__ = ["FakeAuthServer", "TokenFailure"]
+
+_AUTH_CLAIM = "https://api.openai.com/auth"
+
+
+@attrs.frozen
+class TokenFailure:
+    """An answer the token endpoint gives instead of a refresh.
+
+    Attributes:
+        status: The HTTP status.
+        body: The body (a dict is sent as JSON, a str as text).
+        content_type: The content type for a str body.
+    """
+
+    status: int
+    body: dict[str, Any] | str = ""
+    content_type: str = "text/plain"
+
+
+@attrs.define(eq=False)
+class FakeAuthServer:
+    """A token endpoint (``POST /oauth/token``) and an API (``/api/...``) on 127.0.0.1.
+
+    Use it as ``async with FakeAuthServer() as server:``; :meth:`login` mints a valid login.
+
+    Args:
+        access_ttl: Lifetime of the access tokens it issues.
+        client_id: The client id it expects.
+        account_id: The account id in the tokens it issues.
+    """
+
+    access_ttl: timedelta = timedelta(hours=1)
+    client_id: str = "test-client"
+    account_id: str = "acct-1"
+
+    token_calls: int = attrs.field(default=0, init=False)
+    """Refresh requests received (every POST to the token endpoint)."""
+    refreshes: int = attrs.field(default=0, init=False)
+    """Refreshes that succeeded."""
+    reuse_answers: int = attrs.field(default=0, init=False)
+    """Requests that spent a refresh token that had already been spent."""
+    api_hits: int = attrs.field(default=0, init=False)
+    """Requests to the API, accepted or not."""
+    api_rejections: int = attrs.field(default=0, init=False)
+    """API requests answered 401."""
+    last_api_request: dict[str, Any] | None = attrs.field(default=None, init=False)
+    """The method, path, headers and body of the last API request."""
+    failures: list[TokenFailure] = attrs.field(factory=list, init=False)
+    """Answers to give to the next token requests, first to last, instead of refreshing."""
+    token_gate: asyncio.Event | None = attrs.field(default=None, init=False)
+    """When set to an unset event, token requests wait for it (to hold a refresh in flight)."""
+    token_request_seen: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    """Set when a token request arrives."""
+    api_always_401: bool = attrs.field(default=False, init=False)
+    """Answer every API request 401."""
+
+    _valid_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _spent_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _valid_access: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _counter: itertools.count[int] = attrs.field(factory=itertools.count, init=False, repr=False)
+    _runner: web.AppRunner | None = attrs.field(default=None, init=False, repr=False)
+    _port: int = attrs.field(default=0, init=False)
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, e.g. ``http://127.0.0.1:41234``."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint's URL."""
+        return f"{self.url}/oauth/token"
+
+    async def start(self) -> None:
+        """Start listening on a free port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_post("/oauth/token", self._token)
+        app.router.add_route("*", "/api/{tail:.*}", self._api)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server  # noqa: SLF001 -- aiohttp exposes the bound port only here
+        assert server is not None  # noqa: S101 -- started just above
+        self._port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._runner = runner
+
+    async def close(self) -> None:
+        """Stop the server."""
+        if self.token_gate is not None:
+            self.token_gate.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        """Start the server."""
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        await self.close()
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def _mint_access(self, account_id: str) -> str:
+        now = time.time()
+        token = make_jwt(
+            {
+                "iat": int(now),
+                "exp": now + self.access_ttl.total_seconds(),
+                "jti": f"at-{next(self._counter)}",
+                _AUTH_CLAIM: {"chatgpt_account_id": account_id},
+            }
+        )
+        self._valid_access.add(token)
+        return token
+
+    def _mint_refresh(self) -> str:
+        token = f"rt-{next(self._counter)}"
+        self._valid_refresh.add(token)
+        return token
+
+    def login(
+        self, *, account_id: str | None = None, expired: bool = False, plan_type: str = "pro"
+    ) -> AuthDotJson:
+        """Mint a valid managed login, as a browser login would have saved it.
+
+        Args:
+            account_id: The account; defaults to the server's.
+            expired: Make the access token already expired (so the first use refreshes).
+            plan_type: The plan claim.
+
+        Returns:
+            The payload, ready for a store.
+        """
+        account = account_id or self.account_id
+        access = self._mint_access(account)
+        if expired:
+            self._valid_access.discard(access)
+            access = make_jwt({"exp": int(time.time()) - 60, _AUTH_CLAIM: {}})
+        return AuthDotJson(
+            auth_mode=AuthMode.CHATGPT,
+            tokens=TokenData(
+                id_token=IdTokenInfo.parse(make_id_token(account_id=account, plan_type=plan_type)),
+                access_token=access,
+                refresh_token=self._mint_refresh(),
+                account_id=account,
+            ),
+            last_refresh=datetime.now(UTC),
+        )
+
+    def revoke_access_tokens(self) -> None:
+        """Make every access token issued so far invalid (the API answers 401 to them)."""
+        self._valid_access.clear()
+
+    def revoke_refresh_tokens(self) -> None:
+        """Make every refresh token invalid (the endpoint answers ``refresh_token_invalidated``)."""
+        self._valid_refresh.clear()
+
+    def is_valid_access_token(self, token: str) -> bool:
+        """Whether the API would accept ``token`` now."""
+        return token in self._valid_access and _not_expired(token)
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        self.token_calls += 1
+        self.token_request_seen.set()
+        if self.token_gate is not None:
+            await self.token_gate.wait()
+        if self.failures:
+            return _failure_response(self.failures.pop(0))
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "invalid_request"}, status=400)
+        refused = self._refuse(body)
+        if refused is not None:
+            return refused
+        self._valid_refresh.discard(body["refresh_token"])
+        self._spent_refresh.add(body["refresh_token"])
+        self.refreshes += 1
+        return web.json_response(
+            {
+                "access_token": self._mint_access(self.account_id),
+                "refresh_token": self._mint_refresh(),
+                "id_token": make_id_token(account_id=self.account_id, plan_type="pro"),
+            }
+        )
+
+    def _refuse(self, body: Any) -> web.Response | None:  # noqa: ANN401 -- any decoded JSON
+        if not isinstance(body, dict):
+            return web.json_response({"error": "invalid_request"}, status=400)
+        if body.get("grant_type") != "refresh_token" or body.get("client_id") != self.client_id:
+            return web.json_response({"error": "invalid_client"}, status=400)
+        token = body.get("refresh_token")
+        if token in self._spent_refresh:
+            self.reuse_answers += 1
+            return _error(401, "refresh_token_reused", "Your refresh token has already been used")
+        if token not in self._valid_refresh:
+            return _error(401, "refresh_token_invalidated", "Your refresh token was revoked")
+        return None
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        self.api_hits += 1
+        raw = await request.read()
+        self.last_api_request = {
+            "method": request.method,
+            "path": request.path,
+            "headers": dict(request.headers),
+            "body": raw,
+        }
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ")
+        if (
+            self.api_always_401
+            or not header.startswith("Bearer ")
+            or not (self.is_valid_access_token(token))
+        ):
+            self.api_rejections += 1
+            return _error(401, "invalid_token", "The access token is invalid or expired")
+        return web.json_response({"ok": True, "path": request.path})
+
+
+def _failure_response(failure: TokenFailure) -> web.Response:
+    if isinstance(failure.body, dict):
+        return web.json_response(failure.body, status=failure.status)
+    return web.Response(status=failure.status, text=failure.body, content_type=failure.content_type)
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _not_expired(token: str) -> bool:
+    exp = decode_jwt_payload(token).get("exp")
+    return not isinstance(exp, int | float) or exp > time.time()
