@@ -5,6 +5,8 @@ tasks and processes need them, mints bearer tokens with a command, and recovers 
 inside an aiohttp client middleware. See the documentation for the tour.
 """
 
+from ._command import CommandBearerRefresher, ProviderAuthCommand, parse_command_output
+from ._config import ProviderInfo, load_providers, manager_for_provider
 from ._errors import (
     AuthDataError,
     AuthError,
@@ -17,8 +19,18 @@ from ._errors import (
     StorageError,
     TransientRefreshError,
 )
+from ._external import (
+    ChatgptMetadata,
+    ExternalAuthTokens,
+    ExternalRefresher,
+    RefreshContext,
+    RefreshReason,
+)
 from ._jwt import IdTokenInfo, PlanType, decode_jwt_payload, jwt_expiration
+from ._manager import AuthChange, AuthChanges, AuthManager
 from ._model import Auth, AuthDotJson, AuthMode, TokenData
+from ._oauth import OAuthConfig
+from ._recovery import RecoveryStep, UnauthorizedRecovery
 from ._storage import (
     AuthStore,
     AutoAuthStore,
@@ -34,30 +46,47 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Auth",
+    "AuthChange",
+    "AuthChanges",
     "AuthDataError",
     "AuthDotJson",
     "AuthError",
+    "AuthManager",
     "AuthMode",
     "AuthStore",
     "AutoAuthStore",
+    "ChatgptMetadata",
+    "CommandBearerRefresher",
     "CommandError",
     "ConfigError",
+    "ExternalAuthTokens",
+    "ExternalRefresher",
     "FileAuthStore",
     "IdTokenInfo",
     "KeyringAuthStore",
     "LoadedAuth",
     "LoginRestrictionError",
     "MemoryAuthStore",
+    "OAuthConfig",
     "PlanType",
+    "ProviderAuthCommand",
+    "ProviderInfo",
+    "RecoveryStep",
+    "RefreshContext",
     "RefreshError",
     "RefreshFailureReason",
+    "RefreshReason",
     "RefreshTokenFailedError",
     "StorageError",
     "TokenData",
     "TransientRefreshError",
+    "UnauthorizedRecovery",
     "__version__",
     "decode_jwt_payload",
     "jwt_expiration",
     "load_auth_data",
+    "load_providers",
+    "manager_for_provider",
+    "parse_command_output",
     "store_key",
 ]

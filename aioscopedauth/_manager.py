@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import aiohttp
 import attrs
@@ -45,6 +45,7 @@ from ._external import (
 from ._jwt import jwt_expiration
 from ._model import Auth, AuthDotJson, AuthMode
 from ._oauth import ACCOUNT_MISMATCH_MESSAGE, OAuthConfig, is_stale, request_token_refresh
+from ._recovery import UnauthorizedRecovery
 from ._storage import AuthStore, MemoryAuthStore, load_auth_data
 
 if TYPE_CHECKING:
@@ -147,6 +148,7 @@ class _Shared:
     loaded: bool = False
     failure: _Failure | None = None
     inflight: _InFlight | None = None
+    loading: asyncio.Task[Auth | None] | None = None
     refresh_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     load_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     subscribers: set[asyncio.Queue[AuthChange]] = attrs.Factory(set)
@@ -556,6 +558,86 @@ class AuthManager:
             message = f"{message}. Failed to remove auth.json: {exc}"
         raise LoginRestrictionError(message)
 
+    # -- 401 recovery -----------------------------------------------------------------------
+
+    def unauthorized_recovery(self, rejected: Auth | None = None) -> UnauthorizedRecovery:
+        """Start the staged recovery of a request the server answered 401.
+
+        Args:
+            rejected: The auth the request carried. When given, a step adopts auth that another
+                request already recovered instead of refreshing again.
+
+        Returns:
+            The recovery (``managed``: reload, refresh_token; ``external``: external_refresh).
+        """
+        return UnauthorizedRecovery(self, rejected)
+
+    async def reload_if_account_matches(
+        self, expected_account: str | None, rejected: Auth | None = None
+    ) -> bool:
+        """Adopt what the store holds now, if it is still the same account (recovery's reload).
+
+        Concurrent calls share one read of the store.
+
+        Args:
+            expected_account: The account id of the rejected auth.
+            rejected: The rejected auth, if known.
+
+        Returns:
+            Whether the auth to send now differs from the rejected one.
+
+        Raises:
+            RefreshTokenFailedError: The store holds another account, or nothing (logged out or
+                signed in elsewhere): sign in again.
+            StorageError: The store could not be read.
+        """
+        current = self._shared.snapshot
+        if (
+            rejected is not None
+            and current is not None
+            and current != rejected
+            and current.account_id == expected_account
+        ):
+            return True
+        stored = await self._load_coalesced()
+        if stored is None or stored.account_id != expected_account or not stored.mode.is_chatgpt:
+            logger.info(
+                "Skipping auth reload: the stored account is %s, not the one in use",
+                "unknown" if stored is None else (stored.account_id or "unknown"),
+            )
+            raise RefreshTokenFailedError(RefreshFailureReason.OTHER, ACCOUNT_MISMATCH_MESSAGE)
+        changed = self._set(stored, "reload")
+        return changed if rejected is None else stored != rejected
+
+    async def refresh_rejected(self, rejected: Auth | None = None) -> bool:
+        """Refresh the managed login after a 401 (recovery's refresh_token step).
+
+        Args:
+            rejected: The rejected auth; if the manager already holds another one, it is
+                adopted without calling the token endpoint.
+
+        Returns:
+            Whether the auth changed.
+
+        Raises:
+            RefreshTokenFailedError: Refused for good, or a failure already recorded for it.
+            TransientRefreshError: Try again later.
+            StorageError: The store could not be read or written.
+        """
+        snapshot = rejected if rejected is not None else await self._current()
+        if snapshot is None or not snapshot.mode.is_chatgpt:
+            return False
+        return await self._refresh(snapshot)
+
+    async def _load_coalesced(self) -> Auth | None:
+        shared = self._shared
+        task = shared.loading
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._load(), name="aioscopedauth-load")
+            task.add_done_callback(_retrieve_exception)
+            shared.loading = task
+        return await asyncio.shield(task)
+
     # -- refresh ----------------------------------------------------------------------------
 
     async def refresh_token(self) -> bool:
@@ -726,7 +808,7 @@ class AuthManager:
         return shared.http
 
 
-def _retrieve_exception(task: asyncio.Task[bool]) -> None:
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
     # Every caller may have been cancelled; mark the result as seen so asyncio does not log
     # "exception was never retrieved" (the error was already raised to whoever was waiting).
     if not task.cancelled():

@@ -11,11 +11,14 @@ import keyring
 import pytest
 
 import aioscopedauth
+from aioscopedauth import AuthManager, FileAuthStore, OAuthConfig
+from aioscopedauth.testing import FakeAuthServer
 
 from support import CANARIES, HangingKeyring, MemoryKeyring
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 if os.environ.get("AIOSCOPEDAUTH_REQUIRE_INSTALLED") == "1":
     # nox runs the suite against the built wheel; importing the checkout would hide packaging bugs.
@@ -61,3 +64,23 @@ def canary_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureF
         text = record.getMessage() + repr(record.args)
         for canary in CANARIES:
             assert canary not in text, f"secret leaked into a log record: {record.getMessage()!r}"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeAuthServer]:
+    """A fake token endpoint and API on 127.0.0.1 (1-hour access tokens)."""
+    async with FakeAuthServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def oauth(server: FakeAuthServer) -> OAuthConfig:
+    """The OAuth config for ``server`` (no failure backoff, so retries are immediate)."""
+    return OAuthConfig(server.token_url, server.client_id, failure_backoff=timedelta(0))
+
+
+@pytest.fixture
+async def manager(home: Path, oauth: OAuthConfig) -> AsyncIterator[AuthManager]:
+    """A manager over ``FileAuthStore(home)`` and ``server``; closed after the test."""
+    async with AuthManager(FileAuthStore(home), oauth) as mgr:
+        yield mgr

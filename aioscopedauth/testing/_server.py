@@ -71,6 +71,8 @@ class FakeAuthServer:
     """Requests to the API, accepted or not."""
     api_rejections: int = attrs.field(default=0, init=False)
     """API requests answered 401."""
+    token_requests: list[Any] = attrs.field(factory=list, init=False)
+    """The decoded JSON body of every token request, in order (they carry refresh tokens)."""
     last_api_request: dict[str, Any] | None = attrs.field(default=None, init=False)
     """The method, path, headers and body of the last API request."""
     failures: list[TokenFailure] = attrs.field(factory=list, init=False)
@@ -207,6 +209,7 @@ class FakeAuthServer:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": "invalid_request"}, status=400)
+        self.token_requests.append(body)
         refused = self._refuse(body)
         if refused is not None:
             return refused

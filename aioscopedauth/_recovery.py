@@ -1,0 +1,164 @@
+"""``UnauthorizedRecovery``: the staged answer to a 401 (reference §4).
+
+Managed logins go ``reload`` (adopt what another process saved, if it is the same account) →
+``refresh_token`` (spend the refresh token) → ``done``. External sources (bearer commands and
+host-supplied tokens) go ``external_refresh`` → ``done``. API keys and missing auth never
+recover. The choice of step is a pure function, :func:`next_step`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+
+from ._errors import RefreshFailureReason, RefreshTokenFailedError
+from ._model import Auth, AuthMode
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from ._manager import AuthManager
+
+__all__ = ["RecoveryStep", "StepName", "UnauthorizedRecovery", "next_step"]
+
+StepName = Literal["reload", "refresh_token", "external_refresh", "done"]
+ModeName = Literal["managed", "external"]
+NO_MORE_STEPS_MESSAGE = "No more recovery steps available."
+
+
+@attrs.frozen
+class RecoveryStep:
+    """The outcome of one recovery step.
+
+    Attributes:
+        name: The step that ran.
+        auth_state_changed: Whether it produced different auth (``False``: retrying would send
+            the token the server just rejected).
+    """
+
+    name: StepName
+    auth_state_changed: bool | None
+
+
+def next_step(mode: ModeName, step: StepName) -> StepName:
+    """Return the step after ``step`` (the state machine, without I/O).
+
+    Args:
+        mode: ``managed`` or ``external``.
+        step: The step that just succeeded.
+
+    Returns:
+        The following step.
+    """
+    if mode == "managed" and step == "reload":
+        return "refresh_token"
+    return "done"
+
+
+class UnauthorizedRecovery:
+    """Steps through the recovery of one rejected request.
+
+    Get one from :meth:`AuthManager.unauthorized_recovery`. Either call :meth:`next` while
+    :meth:`has_next`, or iterate: ``async for step in recovery:`` runs one step per iteration
+    and ends when none is left.
+
+    Args:
+        manager: The manager whose auth was rejected.
+        rejected: The auth the server rejected; defaults to the manager's cached snapshot.
+    """
+
+    def __init__(self, manager: AuthManager, rejected: Auth | None = None) -> None:
+        """Create the recovery; see the class docstring."""
+        self._manager = manager
+        cached = manager.auth_cached()
+        self._rejected = rejected
+        if rejected is None and manager.mode is not AuthMode.BEARER:
+            self._rejected = cached
+        basis = self._rejected or cached
+        self._expected_account = None if basis is None else basis.account_id
+        external = manager.mode is AuthMode.BEARER or (
+            basis is not None and basis.mode is AuthMode.CHATGPT_AUTH_TOKENS
+        )
+        self._mode: ModeName = "external" if external else "managed"
+        self._step: StepName = "external_refresh" if external else "reload"
+
+    @property
+    def mode_name(self) -> ModeName:
+        """``managed`` or ``external``."""
+        return self._mode
+
+    @property
+    def step_name(self) -> StepName:
+        """The next step to run, or ``done``."""
+        return self._step
+
+    def unavailable_reason(self) -> str:
+        """Why :meth:`has_next` is false, or ``ready``.
+
+        Returns:
+            ``ready``, ``recovery_exhausted``, ``not_chatgpt_auth`` or ``no_external_auth``.
+        """
+        manager = self._manager
+        if manager.mode is AuthMode.BEARER:
+            return "recovery_exhausted" if self._step == "done" else "ready"
+        cached = manager.auth_cached()
+        if cached is None or not cached.mode.is_chatgpt:
+            return "not_chatgpt_auth"
+        if self._mode == "external" and manager.external_auth is None:
+            return "no_external_auth"
+        return "recovery_exhausted" if self._step == "done" else "ready"
+
+    def has_next(self) -> bool:
+        """Whether another step can run (evaluated against the manager's current state)."""
+        return self.unavailable_reason() == "ready"
+
+    async def next(self, rejected: Auth | None = None) -> RecoveryStep:
+        """Run the next step.
+
+        Args:
+            rejected: The auth the latest attempt carried, when the caller knows it (the
+                middleware does). By default, the auth the previous step produced.
+
+        Returns:
+            What it did.
+
+        Raises:
+            RefreshTokenFailedError: No step is left, the stored account changed, or the refresh
+                was refused for good (log in again).
+            TransientRefreshError: The step failed for now; it was not advanced, so calling
+                again retries it.
+            StorageError: The store could not be read or written.
+        """
+        if not self.has_next():
+            raise RefreshTokenFailedError(RefreshFailureReason.OTHER, NO_MORE_STEPS_MESSAGE)
+        step = self._step
+        manager = self._manager
+        if rejected is not None:
+            self._rejected = rejected
+        if step == "reload":
+            try:
+                changed = await manager.reload_if_account_matches(
+                    self._expected_account, self._rejected
+                )
+            except RefreshTokenFailedError:
+                self._step = "done"
+                raise
+        elif step == "refresh_token":
+            changed = await manager.refresh_rejected(self._rejected)
+        else:
+            changed = await manager.refresh_external_auth(self._rejected)
+        self._step = next_step(self._mode, step)
+        if self._mode == "managed":
+            # The retry sends what the manager holds now; that is what a next 401 rejects.
+            self._rejected = manager.auth_cached()
+        return RecoveryStep(step, changed)
+
+    async def __aiter__(self) -> AsyncIterator[RecoveryStep]:
+        """Run one step per iteration until none is left."""
+        while self.has_next():
+            yield await self.next()
+
+    def __repr__(self) -> str:
+        """Show the mode and the next step."""
+        return f"<UnauthorizedRecovery mode={self._mode} step={self._step}>"
