@@ -26,7 +26,7 @@ from ._external import ExternalAuthTokens, RefreshContext
 from ._model import AuthMode, parse_rfc3339
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 __all__ = ["CommandBearerRefresher", "ProviderAuthCommand", "parse_command_output"]
 
@@ -45,6 +45,10 @@ def _to_path(value: str | os.PathLike[str] | None) -> Path | None:
     if value is None:
         return None
     return Path(value).expanduser().absolute()
+
+
+def _to_args(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 def _check_command(_instance: object, _attribute: object, value: str) -> None:
@@ -85,7 +89,7 @@ class ProviderAuthCommand:
     """
 
     command: str = attrs.field(validator=_check_command)
-    args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    args: tuple[str, ...] = attrs.field(default=(), converter=_to_args)
     timeout: float = attrs.field(default=5.0, validator=_check_timeout)
     refresh_interval: float = attrs.field(default=300.0, validator=_check_interval)
     cwd: Path | None = attrs.field(default=None, converter=_to_path)

@@ -4,19 +4,24 @@
   protected API, on 127.0.0.1, with call counters and failure controls.
 * :func:`make_jwt`, :func:`make_id_token`, :func:`chatgpt_auth`, :func:`write_auth_json`:
   unsigned JWTs and Codex-format ``auth.json`` payloads and files.
+* :func:`write_token_script`: a real bearer-token script that pops one line per run and counts
+  its runs.
 
 Everything here is deterministic and offline.
 """
 
 from ._jwt_helpers import AUTH_CLAIM, chatgpt_auth, make_id_token, make_jwt, write_auth_json
+from ._scripts import TokenScript, write_token_script
 from ._server import FakeAuthServer, TokenFailure
 
 __all__ = [
     "AUTH_CLAIM",
     "FakeAuthServer",
     "TokenFailure",
+    "TokenScript",
     "chatgpt_auth",
     "make_id_token",
     "make_jwt",
     "write_auth_json",
+    "write_token_script",
 ]

@@ -1,0 +1,446 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from aioscopedauth import (
+    AuthManager,
+    AuthMode,
+    CommandBearerRefresher,
+    CommandError,
+    ConfigError,
+    MemoryAuthStore,
+    OAuthConfig,
+    ProviderAuthCommand,
+    RefreshContext,
+    parse_command_output,
+)
+from aioscopedauth.testing import TokenScript, write_token_script
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def _config(script: TokenScript, **kw: object) -> ProviderAuthCommand:
+    options: dict[str, object] = {
+        "command": "./print-token.sh",
+        "timeout": 5.0,
+        "refresh_interval": 60.0,
+        "cwd": script.folder,
+    }
+    options.update(kw)
+    return ProviderAuthCommand(**options)  # type: ignore[arg-type]
+
+
+def _bearer_manager(config: ProviderAuthCommand) -> AuthManager:
+    base = AuthManager(MemoryAuthStore(), OAuthConfig("http://127.0.0.1:9/unused", "c"))
+    return base.with_external_bearer_refresher(CommandBearerRefresher(config))
+
+
+async def test_external_bearer_only_auth_manager_uses_cached_provider_token(
+    tmp_path: Path,
+) -> None:
+    # Reference checklist 10.
+    script = write_token_script(tmp_path, "provider-token", "next-token")
+    manager = _bearer_manager(_config(script))
+    first = await manager.auth()
+    second = await manager.auth()
+    assert first is not None
+    assert second is not None
+    assert (first.token, second.token) == ("provider-token", "provider-token")
+    assert first.mode is AuthMode.BEARER
+    assert manager.mode is AuthMode.BEARER
+    assert first.headers() == {"Authorization": "Bearer provider-token"}
+    assert script.runs == 1
+
+
+async def test_external_bearer_only_auth_manager_returns_none_when_command_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Reference checklist 11.
+    script = write_token_script(tmp_path, "FAIL")
+    manager = _bearer_manager(_config(script))
+    assert await manager.auth() is None
+    assert "Failed to resolve external bearer auth: provider auth command" in caplog.text
+
+
+async def test_unauthorized_recovery_uses_external_refresh_for_bearer_manager(
+    tmp_path: Path,
+) -> None:
+    # Reference checklist 12.
+    script = write_token_script(tmp_path, "provider-token", "refreshed-provider-token")
+    manager = _bearer_manager(_config(script))
+    first = await manager.auth()
+    assert first is not None
+    assert first.token == "provider-token"
+    recovery = manager.unauthorized_recovery(first)
+    assert recovery.has_next()
+    assert (recovery.mode_name, recovery.step_name) == ("external", "external_refresh")
+    step = await recovery.next()
+    assert step.auth_state_changed is True
+    assert not recovery.has_next()
+    assert recovery.step_name == "done"
+    after = await manager.auth()
+    assert after is not None
+    assert after.token == "refreshed-provider-token"
+
+
+@pytest.mark.parametrize("interval", [0.0, 60.0])
+async def test_external_bearer_only_auth_manager_disables_auto_refresh_when_interval_is_zero(
+    tmp_path: Path, interval: float
+) -> None:
+    # Reference checklist 24 (and the zero-interval variant of 12).
+    script = write_token_script(tmp_path, "provider-token", "refreshed-provider-token")
+    manager = _bearer_manager(_config(script, refresh_interval=interval))
+    tokens = [await manager.auth() for _ in range(5)]
+    assert {t.token for t in tokens if t is not None} == {"provider-token"}
+    assert script.runs == 1
+    step = await manager.unauthorized_recovery(tokens[0]).next()
+    assert step.auth_state_changed is True
+    after = await manager.auth()
+    assert after is not None
+    assert after.token == "refreshed-provider-token"
+    assert script.runs == 2
+
+
+async def test_tiny_interval_reruns(tmp_path: Path) -> None:
+    script = write_token_script(tmp_path, "one", "two")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=1e-9))
+    first = await refresher.resolve()
+    second = await refresher.resolve()
+    assert first is not None
+    assert second is not None
+    assert (first.access_token, second.access_token) == ("one", "two")
+    assert refresher.runs == 2
+
+
+async def test_500_concurrent_resolves_run_once(tmp_path: Path) -> None:
+    script = write_token_script(tmp_path, "only-once", "second")
+    refresher = CommandBearerRefresher(_config(script))
+    results = await asyncio.gather(*(refresher.resolve() for _ in range(500)))
+    assert {r.access_token for r in results if r is not None} == {"only-once"}
+    assert script.runs == 1
+
+
+async def test_500_concurrent_refreshes_for_one_rejected_token_run_once(tmp_path: Path) -> None:
+    script = write_token_script(tmp_path, "rejected", "replacement", "third")
+    refresher = CommandBearerRefresher(_config(script))
+    rejected = await refresher.resolve()
+    assert rejected is not None
+    context = RefreshContext(rejected_token=rejected.access_token)
+    results = await asyncio.gather(*(refresher.refresh(context) for _ in range(500)))
+    assert {r.access_token for r in results} == {"replacement"}
+    assert script.runs == 2
+
+
+async def test_refresh_without_rejected_token_always_runs(tmp_path: Path) -> None:
+    script = write_token_script(tmp_path, "a", "b", "c")
+    refresher = CommandBearerRefresher(_config(script))
+    await refresher.resolve()
+    await refresher.refresh(RefreshContext())
+    token = await refresher.refresh(RefreshContext())
+    assert token.access_token == "c"
+    assert script.runs == 3
+
+
+@pytest.mark.parametrize(
+    ("output", "token", "expires_at"),
+    [
+        ("plain-token", "plain-token", None),
+        ("  padded-token \n\n", "padded-token", None),
+        ('{"access_token": "at", "expires_in": 60}', "at", NOW + timedelta(seconds=60)),
+        ('{"token": "tk", "expires_at": "2026-06-01T01:00:00Z"}', "tk", NOW + timedelta(hours=1)),
+        (
+            '{"token": "tk", "expires_at": 1780275600}',
+            "tk",
+            datetime.fromtimestamp(1780275600, UTC),
+        ),
+        ('{"access_token": "at"}', "at", None),
+        (
+            json.dumps(
+                {
+                    "apiVersion": "client.authentication.k8s.io/v1",
+                    "kind": "ExecCredential",
+                    "status": {"token": "k8s", "expirationTimestamp": "2026-06-01T00:30:00Z"},
+                }
+            ),
+            "k8s",
+            NOW + timedelta(minutes=30),
+        ),
+    ],
+)
+def test_output_formats(output: str, token: str, expires_at: datetime | None) -> None:
+    parsed = parse_command_output(output, "cmd", NOW)
+    assert parsed.access_token == token
+    assert parsed.expires_at == expires_at
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("", "provider auth command `cmd` produced an empty token"),
+        ("  \n ", "provider auth command `cmd` produced an empty token"),
+        ('{"access_token": ""}', "provider auth command `cmd` produced an empty token"),
+        ("{not json", "provider auth command `cmd` printed invalid JSON"),
+        ('{"expires_in": 5}', "printed JSON without a string access_token, token or status.token"),
+        ('{"token": "t", "expires_at": "soon"}', "printed an invalid expires_at expiry"),
+        ('{"token": "t", "expires_in": "soon"}', "printed an invalid expires_in"),
+        ('{"kind": "ExecCredential", "status": {}}', "without a string access_token"),
+        ("line-one\nline-two", "printed more than one line; it must print only the token"),
+    ],
+)
+def test_bad_outputs(output: str, message: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command_output(output, "cmd", NOW)
+    assert message in str(info.value)
+    for secret in ("line-one", "line-two", "not json"):
+        assert secret not in str(info.value)
+
+
+async def test_expiry_in_the_past_reruns_despite_long_interval(tmp_path: Path) -> None:
+    expired = json.dumps({"token": "old", "expires_in": 0})
+    script = write_token_script(tmp_path, f"JSON:{expired}", "new")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=3600))
+    assert (await refresher.resolve()).access_token == "old"  # type: ignore[union-attr]
+    assert (await refresher.resolve()).access_token == "new"  # type: ignore[union-attr]
+    assert script.runs == 2
+
+
+async def test_long_expiry_keeps_the_token(tmp_path: Path) -> None:
+    good = json.dumps({"token": "long", "expires_in": 3600})
+    script = write_token_script(tmp_path, f"JSON:{good}", "other")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=3600))
+    for _ in range(3):
+        assert (await refresher.resolve()).access_token == "long"  # type: ignore[union-attr]
+    assert script.runs == 1
+
+
+async def test_unexpired_token_is_served_when_a_rerun_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = json.dumps({"token": "still-valid", "expires_in": 3600})
+    script = write_token_script(tmp_path, f"JSON:{good}", "FAIL")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=1e-9))
+    assert (await refresher.resolve()).access_token == "still-valid"  # type: ignore[union-attr]
+    assert (await refresher.resolve()).access_token == "still-valid"  # type: ignore[union-attr]
+    assert script.runs == 2
+    assert "using the cached token until it expires" in caplog.text
+    assert "still-valid" not in caplog.text
+
+
+async def test_token_without_expiry_is_not_served_after_a_failed_rerun(tmp_path: Path) -> None:
+    script = write_token_script(tmp_path, "no-expiry", "FAIL")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=1e-9))
+    await refresher.resolve()
+    with pytest.raises(CommandError, match="exited with exit status: 1"):
+        await refresher.resolve()
+
+
+async def test_exit_status_message_has_trimmed_stderr(tmp_path: Path) -> None:
+    script = write_token_script(tmp_path, "FAIL")
+    with pytest.raises(CommandError) as info:
+        await CommandBearerRefresher(_config(script)).resolve()
+    assert str(info.value) == (
+        "provider auth command `./print-token.sh` exited with exit status: 1: "
+        "token service unavailable"
+    )
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+async def test_exit_without_stderr_has_no_suffix(tmp_path: Path) -> None:
+    _write(tmp_path / "quiet.sh", "#!/bin/sh\nexit 3\n")
+    config = ProviderAuthCommand("./quiet.sh", cwd=tmp_path)
+    with pytest.raises(CommandError) as info:
+        await CommandBearerRefresher(config).resolve()
+    assert str(info.value) == "provider auth command `./quiet.sh` exited with exit status: 3"
+
+
+async def test_long_stderr_is_truncated(tmp_path: Path) -> None:
+    _write(tmp_path / "loud.sh", "#!/bin/sh\nprintf '%0600d' 0 >&2\nexit 1\n")
+    with pytest.raises(CommandError) as info:
+        await CommandBearerRefresher(ProviderAuthCommand("./loud.sh", cwd=tmp_path)).resolve()
+    assert str(info.value).endswith("0" * 500 + "…")
+
+
+async def test_killed_by_signal(tmp_path: Path) -> None:
+    _write(tmp_path / "die.sh", "#!/bin/sh\nkill -9 $$\n")
+    with pytest.raises(CommandError) as info:
+        await CommandBearerRefresher(ProviderAuthCommand("./die.sh", cwd=tmp_path)).resolve()
+    assert str(info.value) == "provider auth command `./die.sh` exited with signal: 9 (SIGKILL)"
+
+
+async def test_non_utf8_stdout(tmp_path: Path) -> None:
+    _write(tmp_path / "bin.sh", "#!/bin/sh\nprintf '\\377\\376tok'\n")
+    with pytest.raises(CommandError) as info:
+        await CommandBearerRefresher(ProviderAuthCommand("./bin.sh", cwd=tmp_path)).resolve()
+    assert str(info.value) == "provider auth command `./bin.sh` wrote non-UTF-8 data to stdout"
+
+
+async def test_huge_stdout_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path / "big.sh", "#!/bin/sh\nhead -c 3000000 /dev/zero | tr '\\0' a\n")
+    with pytest.raises(CommandError, match="wrote more than 1024 KiB to stdout"):
+        await CommandBearerRefresher(ProviderAuthCommand("./big.sh", cwd=tmp_path)).resolve()
+
+
+async def test_stderr_flood_does_not_deadlock(tmp_path: Path) -> None:
+    # 4 MiB on stderr before the token: reading stdout first would block forever.
+    _write(
+        tmp_path / "flood.sh",
+        "#!/bin/sh\nhead -c 4000000 /dev/zero >&2\necho flood-token\n",
+    )
+    token = await CommandBearerRefresher(ProviderAuthCommand("./flood.sh", cwd=tmp_path)).resolve()
+    assert token is not None
+    assert token.access_token == "flood-token"
+
+
+async def test_failed_to_start(tmp_path: Path) -> None:
+    config = ProviderAuthCommand("./missing.sh", cwd=tmp_path)
+    with pytest.raises(CommandError) as info:
+        await CommandBearerRefresher(config).resolve()
+    assert str(info.value) == (
+        "provider auth command `./missing.sh` failed to start: "
+        "No such file or directory (os error 2)"
+    )
+
+
+async def test_timed_out(tmp_path: Path) -> None:
+    script = write_token_script(tmp_path, "HANG")
+    with pytest.raises(CommandError) as info:
+        await CommandBearerRefresher(_config(script, timeout=0.3)).resolve()
+    assert str(info.value) == "provider auth command `./print-token.sh` timed out after 300 ms"
+
+
+async def test_stdin_is_dev_null(tmp_path: Path) -> None:
+    # A command that prompts gets EOF at once instead of hanging.
+    _write(tmp_path / "ask.sh", "#!/bin/sh\nread answer || echo no-tty-token\n")
+    token = await CommandBearerRefresher(ProviderAuthCommand("./ask.sh", cwd=tmp_path)).resolve()
+    assert token is not None
+    assert token.access_token == "no-tty-token"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    # A zombie waiting for its (new) parent to reap it is dead for our purposes.
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _grandchild_script(folder: Path) -> Path:
+    return _write(
+        folder / "spawn.sh",
+        '#!/bin/sh\nsleep 60 &\necho "$$ $!" > pids.tmp\nmv pids.tmp pids\nsleep 60\n',
+    )
+
+
+async def _pids(folder: Path) -> list[int]:
+    path = folder / "pids"
+    async with asyncio.timeout(10):
+        # The script can only signal through the file system; bounded by the timeout above.
+        while not path.exists():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return [int(p) for p in path.read_text().split()]
+
+
+async def test_timeout_kills_child_and_grandchild(tmp_path: Path) -> None:
+    _grandchild_script(tmp_path)
+    config = ProviderAuthCommand("./spawn.sh", cwd=tmp_path, timeout=1.0)
+    with pytest.raises(CommandError, match="timed out after 1000 ms"):
+        await CommandBearerRefresher(config).resolve()
+    pids = await _pids(tmp_path)
+    assert len(pids) == 2
+    assert [_alive(pid) for pid in pids] == [False, False]
+
+
+async def test_cancellation_kills_child_and_grandchild(tmp_path: Path) -> None:
+    _grandchild_script(tmp_path)
+    config = ProviderAuthCommand("./spawn.sh", cwd=tmp_path, timeout=60.0)
+    refresher = CommandBearerRefresher(config)
+    task = asyncio.create_task(refresher.resolve())
+    pids = await _pids(tmp_path)
+    assert all(_alive(pid) for pid in pids)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [_alive(pid) for pid in pids] == [False, False]
+    # The refresher's lock is free again.
+    (tmp_path / "spawn.sh").write_text("#!/bin/sh\necho after-cancel\n")
+    token = await refresher.resolve()
+    assert token is not None
+    assert token.access_token == "after-cancel"
+
+
+async def test_relative_command_with_separator_resolves_against_cwd(tmp_path: Path) -> None:
+    write_token_script(tmp_path / "bin", "nested-token")
+    config = ProviderAuthCommand("bin/print-token.sh", cwd=tmp_path)
+    assert config.program() == str(tmp_path / "bin" / "print-token.sh")
+    token = await CommandBearerRefresher(config).resolve()
+    assert token is not None
+    assert token.access_token == "nested-token"
+
+
+async def test_bare_name_uses_path_from_env(tmp_path: Path) -> None:
+    write_token_script(tmp_path / "tools", "path-token", name="my-token-tool")
+    config = ProviderAuthCommand(
+        "my-token-tool",
+        cwd=tmp_path,
+        env={"PATH": f"{tmp_path / 'tools'}{os.pathsep}{os.environ.get('PATH', '')}"},
+    )
+    assert config.program() == "my-token-tool"
+    token = await CommandBearerRefresher(config).resolve()
+    assert token is not None
+    assert token.access_token == "path-token"
+
+
+async def test_env_is_added_to_the_inherited_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INHERITED_VAR", "inherited")
+    _write(tmp_path / "env.sh", '#!/bin/sh\necho "$INHERITED_VAR-$EXTRA_VAR"\n')
+    config = ProviderAuthCommand("./env.sh", cwd=tmp_path, env={"EXTRA_VAR": "extra"})
+    token = await CommandBearerRefresher(config).resolve()
+    assert token is not None
+    assert token.access_token == "inherited-extra"
+
+
+async def test_args_are_passed_verbatim(tmp_path: Path) -> None:
+    config = ProviderAuthCommand(sys.executable, args=("-c", "print('$HOME *')"), cwd=tmp_path)
+    token = await CommandBearerRefresher(config).resolve()
+    assert token is not None
+    assert token.access_token == "$HOME *"
+
+
+def test_tilde_in_cwd_and_command_is_expanded() -> None:
+    config = ProviderAuthCommand("~/bin/tok", cwd="~")
+    assert config.cwd == Path.home()
+    assert config.program() == str(Path.home() / "bin" / "tok")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"command": "  "}, "provider auth.command must not be empty"),
+        ({"command": "x", "timeout": 0}, "timeout must be greater than zero"),
+        ({"command": "x", "timeout": -1}, "timeout must be greater than zero"),
+        ({"command": "x", "refresh_interval": -1}, "refresh_interval must not be negative"),
+    ],
+)
+def test_invalid_command_config(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ProviderAuthCommand(**kwargs)  # type: ignore[arg-type]
+
+
+def test_repr_names_the_command_not_the_token(tmp_path: Path) -> None:
+    refresher = CommandBearerRefresher(ProviderAuthCommand("./x.sh", cwd=tmp_path))
+    assert repr(refresher) == "<CommandBearerRefresher command='./x.sh' runs=0>"
