@@ -28,6 +28,7 @@ from ._external import (
 )
 from ._jwt import IdTokenInfo, PlanType, decode_jwt_payload, jwt_expiration
 from ._manager import AuthChange, AuthChanges, AuthManager
+from ._middleware import AuthMiddleware, RecoveryEvent
 from ._model import Auth, AuthDotJson, AuthMode, TokenData
 from ._oauth import OAuthConfig
 from ._recovery import RecoveryStep, UnauthorizedRecovery
@@ -52,6 +53,7 @@ __all__ = [
     "AuthDotJson",
     "AuthError",
     "AuthManager",
+    "AuthMiddleware",
     "AuthMode",
     "AuthStore",
     "AutoAuthStore",
@@ -71,6 +73,7 @@ __all__ = [
     "PlanType",
     "ProviderAuthCommand",
     "ProviderInfo",
+    "RecoveryEvent",
     "RecoveryStep",
     "RefreshContext",
     "RefreshError",

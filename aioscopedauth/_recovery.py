@@ -16,7 +16,7 @@ from ._errors import RefreshFailureReason, RefreshTokenFailedError
 from ._model import Auth, AuthMode
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
 
     from ._manager import AuthManager
 
@@ -154,10 +154,15 @@ class UnauthorizedRecovery:
             self._rejected = manager.auth_cached()
         return RecoveryStep(step, changed)
 
-    async def __aiter__(self) -> AsyncIterator[RecoveryStep]:
-        """Run one step per iteration until none is left."""
+    async def __aiter__(self) -> AsyncGenerator[RecoveryStep, Auth | None]:
+        """Run one step per iteration until none is left.
+
+        The generator may be sent (``asend``) the auth the latest attempt carried; see
+        :meth:`next`. Close it (``aclose``) when done early.
+        """
+        rejected: Auth | None = None
         while self.has_next():
-            yield await self.next()
+            rejected = yield await self.next(rejected)
 
     def __repr__(self) -> str:
         """Show the mode and the next step."""

@@ -1,0 +1,241 @@
+"""``AuthMiddleware``: auth headers on in-scope requests, and staged 401 recovery, for aiohttp.
+
+Attach it with ``aiohttp.ClientSession(middlewares=(AuthMiddleware(manager),))``. aiohttp runs
+client middlewares again on every redirect hop, so the origin check happens per hop: a hop that
+leaves the scope carries no credentials (the redirect token leak of aiohttp #12275).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+from aiohttp import hdrs
+from yarl import URL
+
+from ._errors import RefreshTokenFailedError, TransientRefreshError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Callable, Iterable
+
+    from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
+
+    from ._manager import AuthManager
+    from ._model import Auth
+    from ._recovery import RecoveryStep, UnauthorizedRecovery
+
+__all__ = ["AuthMiddleware", "RecoveryEvent"]
+
+logger = logging.getLogger("aioscopedauth.middleware")
+
+_UNAUTHORIZED = 401
+_MAX_SENDS = 4
+"""A hard bound on sends of one request; the recovery itself allows at most 3 (managed)."""
+
+Outcome = Literal["changed", "unchanged", "permanent_failure", "transient_failure"]
+
+
+@attrs.frozen
+class RecoveryEvent:
+    """One recovery step the middleware took, for metrics and logs (never holds a secret).
+
+    Attributes:
+        mode: ``managed`` or ``external``.
+        step: The step that ran.
+        outcome: ``changed``, ``unchanged``, ``permanent_failure`` or ``transient_failure``.
+        auth_state_changed: What the step reported (``None`` when it failed).
+        method: The request's method.
+        url: The request's URL without query, fragment or user info.
+    """
+
+    mode: str
+    step: str
+    outcome: Outcome
+    auth_state_changed: bool | None
+    method: str
+    url: str
+
+
+def _origin(url: str | URL) -> URL:
+    parsed = url if isinstance(url, URL) else URL(url)
+    if not parsed.absolute:
+        msg = f"origins must be absolute URLs, got {str(parsed)!r}"
+        raise ValueError(msg)
+    return parsed.origin()
+
+
+def _safe_url(url: URL) -> str:
+    # No query string, fragment or user info: any of them may carry a secret.
+    return str(url.with_query(None).with_fragment(None).with_user(None))
+
+
+def _replayable(request: ClientRequest) -> bool:
+    body = request.body
+    # aiohttp payloads are re-sendable unless they were a one-shot stream (async iterator,
+    # non-seekable file), which aiohttp marks as consumed after the first send.
+    return not getattr(body, "consumed", False)
+
+
+class AuthMiddleware:
+    """An aiohttp client middleware that authenticates requests and recovers from 401s.
+
+    * Adds ``manager.auth()``'s headers to requests whose origin (scheme, host, port) is in
+      ``origins``, or, when ``origins`` is ``None``, equals the origin of the first request it
+      sees. Never to another origin, and never on a redirect hop that leaves the scope. A
+      request that already carries ``Authorization`` is left alone.
+    * On a 401 it reads and releases the response, steps the manager's recovery (taking the
+      next step at once when a step changed nothing, instead of re-sending a rejected token),
+      and retries with the new auth. When the recovery is exhausted the caller gets the last
+      401 (still readable). A permanent refresh failure raises
+      :class:`RefreshTokenFailedError`; a transient one raises :class:`TransientRefreshError`.
+    * A request whose body cannot be sent twice (an async iterator, a non-seekable stream) is
+      not retried; the caller gets the 401 and a log line says why.
+
+    Args:
+        manager: Where the auth comes from (a derived manager for a bearer provider).
+        origins: The origins to authenticate, e.g. ``["https://api.example.com"]``.
+        on_event: Called with a :class:`RecoveryEvent` after every recovery step.
+
+    Raises:
+        ValueError: An origin is not an absolute URL.
+    """
+
+    def __init__(
+        self,
+        manager: AuthManager,
+        *,
+        origins: Iterable[str | URL] | None = None,
+        on_event: Callable[[RecoveryEvent], None] | None = None,
+    ) -> None:
+        """Create the middleware; see the class docstring."""
+        self._manager = manager
+        self._origins = None if origins is None else frozenset(_origin(o) for o in origins)
+        self._anchor: URL | None = None
+        self._on_event = on_event
+
+    @property
+    def manager(self) -> AuthManager:
+        """The manager the auth comes from."""
+        return self._manager
+
+    def in_scope(self, url: URL) -> bool:
+        """Whether requests to ``url`` get credentials (pins the first origin when unset).
+
+        Args:
+            url: The request URL.
+
+        Returns:
+            Whether its origin is in scope.
+        """
+        origin = url.origin()
+        if self._origins is not None:
+            return origin in self._origins
+        if self._anchor is None:
+            self._anchor = origin
+        return origin == self._anchor
+
+    def __repr__(self) -> str:
+        """Show the scope."""
+        scope = self._origins if self._origins is not None else self._anchor
+        return f"<AuthMiddleware scope={scope!r} manager={self._manager!r}>"
+
+    async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        """Send ``request`` with auth, recovering from 401s; see the class docstring."""
+        if not self.in_scope(request.url) or hdrs.AUTHORIZATION in request.headers:
+            return await handler(request)
+        auth = await self._manager.auth()
+        if auth is None:
+            return await handler(request)
+        recovery = self._manager.unauthorized_recovery(auth)
+        steps = recovery.__aiter__()
+        previous: Auth | None = None
+        try:
+            for _ in range(_MAX_SENDS):
+                self._apply(request, auth, previous)
+                response = await handler(request)
+                if response.status != _UNAUTHORIZED:
+                    return response
+                # Buffer the (small) 401 body: the connection goes back to the pool while we
+                # refresh, and the caller can still read it if we hand it back.
+                await response.read()
+                # The recovery was built knowing the first rejected auth; later 401s tell it.
+                new_auth = await self._recover(
+                    request, recovery, steps, auth, started=previous is not None
+                )
+                if new_auth is None:
+                    return response
+                if not _replayable(request):
+                    logger.warning(
+                        "Not retrying %s %s after 401: its body was a stream that cannot be "
+                        "sent twice; pass bytes, str, JSON or form data to get retries",
+                        request.method,
+                        _safe_url(request.url),
+                    )
+                    return response
+                previous, auth = auth, new_auth
+            return response
+        finally:
+            await steps.aclose()
+
+    async def _recover(
+        self,
+        request: ClientRequest,
+        recovery: UnauthorizedRecovery,
+        steps: AsyncGenerator[RecoveryStep, Auth | None],
+        rejected: Auth,
+        *,
+        started: bool,
+    ) -> Auth | None:
+        """Step until the auth changes; return the auth to retry with, or ``None`` to give up."""
+        while True:
+            try:
+                # An async generator must be started with None; after that it is sent the
+                # auth the server rejected, so a step never adopts that same auth again.
+                step = await steps.asend(rejected if started else None)
+            except StopAsyncIteration:
+                return None
+            except RefreshTokenFailedError:
+                self._emit(request, recovery, "permanent_failure")
+                raise
+            except TransientRefreshError:
+                self._emit(request, recovery, "transient_failure")
+                raise
+            started = True
+            outcome: Outcome = "changed" if step.auth_state_changed else "unchanged"
+            self._emit(request, recovery, outcome, changed=step.auth_state_changed, step=step.name)
+            if step.auth_state_changed:
+                new_auth = await self._manager.auth()
+                return new_auth if new_auth is not None and new_auth != rejected else None
+
+    def _apply(self, request: ClientRequest, auth: Auth, previous: Auth | None) -> None:
+        headers = auth.headers()
+        if previous is not None:
+            for name in previous.headers():
+                if name not in headers:
+                    request.headers.popall(name, None)
+        request.headers.update(headers)
+
+    def _emit(
+        self,
+        request: ClientRequest,
+        recovery: UnauthorizedRecovery,
+        outcome: Outcome,
+        *,
+        changed: bool | None = None,
+        step: str | None = None,
+    ) -> None:
+        mode = recovery.mode_name
+        name = step or recovery.step_name
+        url = _safe_url(request.url)
+        logger.debug(
+            "401 recovery: mode=%s step=%s outcome=%s auth_state_changed=%s %s %s",
+            mode,
+            name,
+            outcome,
+            changed,
+            request.method,
+            url,
+        )
+        if self._on_event is not None:
+            self._on_event(RecoveryEvent(mode, name, outcome, changed, request.method, url))
