@@ -148,7 +148,11 @@ class _Shared:
     loaded: bool = False
     failure: _Failure | None = None
     inflight: _InFlight | None = None
-    loading: asyncio.Task[Auth | None] | None = None
+    loading: asyncio.Task[tuple[Auth | None, int]] | None = None
+    version: int = 0
+    """Bumped on every change of ``snapshot``. A store read that started before a change is
+    older than the snapshot and must not overwrite it (a coalesced reload finishing after a
+    refresh would otherwise bring back the spent refresh token)."""
     refresh_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     load_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     subscribers: set[asyncio.Queue[AuthChange]] = attrs.Factory(set)
@@ -386,7 +390,10 @@ class AuthManager:
         if not shared.loaded:
             async with shared.load_lock:
                 if not shared.loaded:
-                    self._set(await self._load(), "load")
+                    version = shared.version
+                    loaded = await self._load()
+                    if shared.version == version:
+                        self._set(loaded, "load")
                     shared.loaded = True
         return shared.snapshot
 
@@ -417,9 +424,12 @@ class AuthManager:
             StorageError: The store could not be read (the cached snapshot is kept).
         """
         logger.debug("Reloading auth")
+        shared = self._shared
+        version = shared.version
         new = await self._load()
-        self._shared.loaded = True
-        changed = self._set(new, "reload")
+        shared.loaded = True
+        # A change made while we read (a refresh that saved, a login) is newer than our read.
+        changed = shared.version == version and self._set(new, "reload")
         logger.debug("Reloaded auth, changed: %s", changed)
         return changed
 
@@ -439,6 +449,7 @@ class AuthManager:
         shared.snapshot = new
         if new == old:
             return False
+        shared.version += 1
         if shared.failure is not None and shared.failure.auth != new:
             shared.failure = None
         self._notify(AuthChange(reason, new))
@@ -599,7 +610,9 @@ class AuthManager:
             and current.account_id == expected_account
         ):
             return True
-        stored = await self._load_coalesced()
+        stored, version = await self._load_coalesced()
+        if self._shared.version != version:
+            stored = self._shared.snapshot  # changed while we read: newer than what we read
         if stored is None or stored.account_id != expected_account or not stored.mode.is_chatgpt:
             logger.info(
                 "Skipping auth reload: the stored account is %s, not the one in use",
@@ -629,14 +642,20 @@ class AuthManager:
             return False
         return await self._refresh(snapshot)
 
-    async def _load_coalesced(self) -> Auth | None:
+    async def _load_coalesced(self) -> tuple[Auth | None, int]:
         shared = self._shared
         task = shared.loading
         if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(self._load(), name="aioscopedauth-load")
+            task = asyncio.get_running_loop().create_task(
+                self._load_versioned(), name="aioscopedauth-load"
+            )
             task.add_done_callback(_retrieve_exception)
             shared.loading = task
         return await asyncio.shield(task)
+
+    async def _load_versioned(self) -> tuple[Auth | None, int]:
+        version = self._shared.version
+        return await self._load(), version
 
     # -- refresh ----------------------------------------------------------------------------
 
@@ -721,6 +740,8 @@ class AuthManager:
                 return await self._refresh_host_tokens(expected)
             async with shared.store.lock():
                 stored = await self._load()
+                if shared.snapshot != expected:
+                    return True  # replaced in this process while we read (a login, a reload)
                 if stored is None or stored.account_id != expected.account_id:
                     logger.info(
                         "Skipping auth reload: the stored account is %s, not the one in use",

@@ -73,6 +73,8 @@ class FakeAuthServer:
     """API requests answered 401."""
     token_requests: list[Any] = attrs.field(factory=list, init=False)
     """The decoded JSON body of every token request, in order (they carry refresh tokens)."""
+    token_request_headers: list[dict[str, str]] = attrs.field(factory=list, init=False)
+    """The headers of every token request, in order."""
     last_api_request: dict[str, Any] | None = attrs.field(default=None, init=False)
     """The method, path, headers and body of the last API request."""
     failures: list[TokenFailure] = attrs.field(factory=list, init=False)
@@ -106,6 +108,8 @@ class FakeAuthServer:
         app = web.Application()
         app.router.add_post("/oauth/token", self._token)
         app.router.add_route("*", "/api/{tail:.*}", self._api)
+        app.router.add_get("/redirect", self._redirect)
+        app.router.add_get("/ws", self._websocket)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -200,6 +204,7 @@ class FakeAuthServer:
 
     async def _token(self, request: web.Request) -> web.StreamResponse:
         self.token_calls += 1
+        self.token_request_headers.append(dict(request.headers))
         self.token_request_seen.set()
         if self.token_gate is not None:
             await self.token_gate.wait()
@@ -246,16 +251,35 @@ class FakeAuthServer:
             "headers": dict(request.headers),
             "body": raw,
         }
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ")
-        if (
-            self.api_always_401
-            or not header.startswith("Bearer ")
-            or not (self.is_valid_access_token(token))
-        ):
+        if not self._authorized(request):
             self.api_rejections += 1
             return _error(401, "invalid_token", "The access token is invalid or expired")
         return web.json_response({"ok": True, "path": request.path})
+
+    def _authorized(self, request: web.Request) -> bool:
+        token = _bearer(request)
+        return not self.api_always_401 and token is not None and self.is_valid_access_token(token)
+
+    async def _redirect(self, request: web.Request) -> web.StreamResponse:
+        """Redirect to ``?to=`` (any URL), without checking auth."""
+        raise web.HTTPFound(request.query["to"])
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        """A websocket that echoes text, after checking the bearer like the API does."""
+        self.api_hits += 1
+        if not self._authorized(request):
+            self.api_rejections += 1
+            return _error(401, "invalid_token", "The access token is invalid or expired")
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            await socket.send_str(f"echo:{message.data}")
+        return socket
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
 
 
 def _failure_response(failure: TokenFailure) -> web.Response:
