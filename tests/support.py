@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from typing import TYPE_CHECKING
 
 import keyring.backend
 import keyring.errors
+
+from aioscopedauth import AuthDotJson, FileAuthStore
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
 
 CANARY_API_KEY = "sk-CANARY-apikey-7f3e9d1c"
 CANARY_ACCESS = "CANARY-access-5b2a8e4f"
@@ -76,3 +84,38 @@ class HangingKeyring(keyring.backend.KeyringBackend):
 
 
 CANARIES = (CANARY_API_KEY, CANARY_ACCESS, CANARY_REFRESH)
+
+
+class GatedFileStore:
+    """A real FileAuthStore whose next load reads the file, then waits to be released.
+
+    It lets a test hold one store read in flight while other work changes the auth; the
+    reading and the writing are the real file store's.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.inner = FileAuthStore(home)
+        self.hold_next_load = False
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    @property
+    def kind(self) -> str:
+        return "file"
+
+    async def load(self) -> AuthDotJson | None:
+        data = await self.inner.load()
+        if self.hold_next_load:
+            self.hold_next_load = False
+            self.holding.set()
+            await self.release.wait()
+        return data
+
+    async def save(self, data: AuthDotJson) -> None:
+        await self.inner.save(data)
+
+    async def delete(self) -> bool:
+        return await self.inner.delete()
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        return self.inner.lock()

@@ -14,6 +14,7 @@ from aioscopedauth import (
     AuthDotJson,
     AuthManager,
     AuthMode,
+    CommandBearerRefresher,
     ConfigError,
     ExternalAuthTokens,
     FileAuthStore,
@@ -21,6 +22,7 @@ from aioscopedauth import (
     MemoryAuthStore,
     OAuthConfig,
     PlanType,
+    ProviderAuthCommand,
     RefreshContext,
     RefreshFailureReason,
     RefreshTokenFailedError,
@@ -35,9 +37,10 @@ from aioscopedauth.testing import (
     chatgpt_auth,
     make_id_token,
     write_auth_json,
+    write_token_script,
 )
 
-from support import CANARIES
+from support import CANARIES, GatedFileStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -750,3 +753,41 @@ async def test_auth_without_account_id_still_refreshes(
 def test_unsupported_forced_method_is_a_config_error(oauth: OAuthConfig) -> None:
     with pytest.raises(ConfigError, match="forced_login_method"):
         AuthManager(MemoryAuthStore(), oauth, forced_login_method="sso")  # type: ignore[arg-type]
+
+
+async def test_a_read_that_started_before_a_refresh_never_brings_back_the_spent_token(
+    home: Path, oauth: OAuthConfig, server: FakeAuthServer
+) -> None:
+    write_auth_json(home, server.login())
+    store = GatedFileStore(home)
+    async with AuthManager(store, oauth) as manager:
+        old = await manager.auth()
+        store.hold_next_load = True
+        reload = asyncio.create_task(manager.reload())
+        await store.holding.wait()  # the reload has read the old tokens and is held
+        assert await manager.refresh_token() is True
+        refreshed = manager.auth_cached()
+        store.release.set()
+        assert await reload is False
+        assert manager.auth_cached() == refreshed != old
+        # The next refresh spends the new refresh token, not the one already used.
+        assert await manager.refresh_token() is True
+    assert server.reuse_answers == 0
+    assert server.refreshes == 2
+
+
+async def test_derived_logout_is_seen_by_the_base(
+    home: Path, tmp_path: Path, manager: AuthManager
+) -> None:
+    write_auth_json(home, AuthDotJson.for_api_key("sk-1"))
+    await manager.auth()
+    script = write_token_script(tmp_path / "s", "tok")
+    derived = manager.with_external_bearer_refresher(
+        CommandBearerRefresher(ProviderAuthCommand("./print-token.sh", cwd=script.folder))
+    )
+    assert await derived.logout() is True
+    assert manager.auth_cached() is None
+    assert await manager.auth() is None
+    bearer = await derived.auth()
+    assert bearer is not None
+    assert bearer.token == "tok"
