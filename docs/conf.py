@@ -18,7 +18,7 @@ extensions = [
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "reference/errors-tree.md"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
@@ -29,10 +29,12 @@ napoleon_numpy_docstring = False
 # inventories, which a machine with no internet cannot fetch.
 _FOREIGN_MODULES = (
     "aiohttp|anyio|keyring|attr|attrs|contextlib|collections|datetime|pathlib|os|typing|enum"
+    "|asyncio|yarl|itertools|types"
 )
 _FOREIGN_NAMES = (
     "Path|Any|Mapping|Callable|AsyncIterator|AbstractAsyncContextManager|datetime|timedelta"
-    "|_T|PathLike|KeyringBackend"
+    "|_T|PathLike|KeyringBackend|ForcedLoginMethod|ChangeReason|URL|StepName|ModeName|Outcome"
+    "|Self|Iterable|AsyncGenerator|TracebackType"
 )
 nitpick_ignore_regex = [
     (r"py:.*", rf"({_FOREIGN_MODULES})\..*"),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import aioscopedauth
 
@@ -103,3 +104,13 @@ def test_refresh_errors_carry_reason_and_status() -> None:
     assert str(permanent) == "used"
     transient = aioscopedauth.TransientRefreshError("boom", status=503)
     assert transient.status == 503
+
+
+def test_docs_show_the_same_exception_tree() -> None:
+    doc = inspect.getdoc(aioscopedauth._errors)
+    assert doc is not None
+    page = (Path(__file__).parent.parent / "docs" / "reference" / "errors-tree.md").read_text()
+    tree_lines = [line.strip() for line in page.split("```text")[1].split("```")[0].splitlines()]
+    doc_lines = [line.strip() for line in doc.splitlines()]
+    for line in filter(None, tree_lines):
+        assert line in doc_lines, f"docs/reference/errors-tree.md drifted: {line!r}"
