@@ -1,0 +1,7 @@
+"""``python -m aioscopedauth``: the same as the ``aioscopedauth`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
