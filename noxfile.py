@@ -46,9 +46,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package and the tests."""
+    """mypy --strict over the package, the tests and the doc examples."""
     session.install("-e", ".[typecheck]")
-    session.run("mypy", "aioscopedauth", "tests")
+    session.run("mypy", "aioscopedauth", "tests", "docs/examples")
 
 
 @nox.session

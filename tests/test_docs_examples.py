@@ -1,0 +1,132 @@
+"""Every code example in the docs runs here, against real local servers."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from aioscopedauth import AuthDotJson, AuthManager, AuthMode, MemoryAuthStore, OAuthConfig
+from aioscopedauth.testing import write_auth_json, write_token_script
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import pytest
+
+    from support import MemoryKeyring
+
+EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_tutorial(capsys: pytest.CaptureFixture[str]) -> None:
+    await _load("tutorial").main()
+    assert capsys.readouterr().out == "first call: 200\nafter a revoke: 200\ntoken refreshes: 1\n"
+
+
+async def test_reuse_codex_login(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = _load("codex_login")
+    monkeypatch.setenv("CODEX_HOME", str(home))
+    monkeypatch.delenv("CODEX_API_KEY", raising=False)
+    await example.main()
+    assert capsys.readouterr().out == "Not logged in: run `codex login` first.\n"
+    write_auth_json(home, AuthDotJson.from_json((GOLDEN / "chatgpt.auth.json").read_text()))
+    await example.main()
+    assert capsys.readouterr().out == (
+        "chatgpt login, account org-golden, email user@example.com\n"
+    )
+    monkeypatch.setenv("CODEX_API_KEY", "sk-from-env")
+    await example.main()
+    assert capsys.readouterr().out == "apikey login, account None, email None\n"
+
+
+async def test_provider_command(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_auth_json(home, AuthDotJson.for_api_key("sk-base"))
+    script = write_token_script(home / "tools", "gateway-token")
+    (home / "config.toml").write_text(
+        '[model_providers.corp]\nname = "Corp"\n'
+        '[model_providers.corp.auth]\ncommand = "./print-token.sh"\ncwd = "tools"\n'
+    )
+    seen: list[str] = []
+
+    async def models(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response({"data": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        await _load("provider_command").main(home, f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+    assert capsys.readouterr().out == "gateway: 200\n"
+    assert seen == ["Bearer gateway-token"]
+    assert script.runs == 1
+
+
+def test_provider_from_code() -> None:
+    base = AuthManager(MemoryAuthStore(), OAuthConfig("http://127.0.0.1:9/t", "c"))
+    derived = _load("provider_command").from_code(base)
+    assert derived.mode is AuthMode.BEARER
+    command = derived.external_auth.command
+    assert (command.program(), command.refresh_interval, dict(command.env)) == (
+        "/opt/tools/mint-token.sh",
+        0,
+        {"AUDIENCE": "api"},
+    )
+
+
+async def test_keyring_store(
+    home: Path, memory_keyring: MemoryKeyring, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _load("keyring_store").main(home)
+    assert capsys.readouterr().out == "stored in the keyring: True\n"
+    assert len(memory_keyring.entries) == 1
+    assert not (home / "auth.json").exists()
+
+
+async def test_testing_example_passes_under_pytest(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLES / "test_with_the_kit.py", tmp_path / "test_with_the_kit.py")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_mode=auto",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "-W",
+        "error",
+        "test_with_the_kit.py",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()
+    assert "1 passed" in out.decode()
