@@ -12,6 +12,7 @@ version = release = aioscopedauth.__version__
 extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
 ]
@@ -25,8 +26,16 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-# Type names from aiohttp, anyio and keyring cannot be cross-referenced without their
-# inventories, which a machine with no internet cannot fetch.
+# Inventories are kept in docs/_inventories (taken from Debian's python3.11-doc,
+# python-aiohttp-doc and python-attr-doc packages) because the build machines have no internet.
+# They link to the live sites; a newer name missing from an older inventory stays plain text.
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3", "_inventories/python-3.11.inv"),
+    "aiohttp": ("https://docs.aiohttp.org/en/stable", "_inventories/aiohttp.inv"),
+    "attrs": ("https://www.attrs.org/en/stable", "_inventories/attrs.inv"),
+}
+# Type names from anyio and keyring (and names newer than the kept inventories) cannot be
+# cross-referenced offline; they stay plain text.
 _FOREIGN_MODULES = (
     "aiohttp|anyio|keyring|attr|attrs|contextlib|collections|datetime|pathlib|os|typing|enum"
     "|asyncio|yarl|itertools|types"
