@@ -52,6 +52,9 @@ AUTH_FILE = "auth.json"
 MAX_AUTH_FILE_BYTES = 1024 * 1024
 """auth.json is a few KiB; refuse to read a larger (hostile or corrupt) file into memory."""
 
+STALE_TEMP_SECONDS = 600
+"""A temp file of a save older than this was left by a process that died mid-save."""
+
 _T = TypeVar("_T")
 _LOCK_POLL_FIRST = 0.001
 _LOCK_POLL_MAX = 0.05
@@ -164,6 +167,18 @@ def _atomic_write(path: Path, payload: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    _sweep_stale_temp_files(directory, target.name)
+
+
+def _sweep_stale_temp_files(directory: Path, name: str) -> None:
+    # A process killed in the middle of a save (SIGKILL, power loss) leaves its temp file
+    # behind. Remove such leftovers, but only old ones: a young temp file may belong to a save
+    # that another process is doing right now.
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for leftover in directory.glob(f".{name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
 
 
 def _unlink(path: Path) -> bool:

@@ -4,10 +4,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -522,3 +524,16 @@ async def test_store_reprs_hold_no_secret(home: Path) -> None:
     await memory.save(AuthDotJson.for_api_key(CANARY_API_KEY))
     for store in (memory, FileAuthStore(home), KeyringAuthStore(home, backend=MemoryKeyring())):
         assert CANARY_API_KEY not in repr(store)
+
+
+async def test_save_sweeps_temp_files_left_by_a_crashed_save(home: Path) -> None:
+    write_auth_json(home, AuthDotJson.for_api_key("sk-old"))
+    old_leftover = home / ".auth.json.abc123.tmp"
+    young_leftover = home / ".auth.json.def456.tmp"  # may be another process's save in flight
+    old_leftover.write_text("partial")
+    young_leftover.write_text("partial")
+    stale = time.time() - 3600
+    os.utime(old_leftover, (stale, stale))
+    await FileAuthStore(home).save(AuthDotJson.for_api_key("sk-new"))
+    assert not old_leftover.exists()
+    assert young_leftover.exists()
