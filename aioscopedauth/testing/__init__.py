@@ -12,7 +12,7 @@ Everything here is deterministic and offline.
 
 from ._jwt_helpers import AUTH_CLAIM, chatgpt_auth, make_id_token, make_jwt, write_auth_json
 from ._scripts import TokenScript, write_token_script
-from ._server import FakeAuthServer, TokenFailure
+from ._server import FakeAuthServer, TokenFailure, forget_issued_secrets, issued_secrets
 
 __all__ = [
     "AUTH_CLAIM",
@@ -20,6 +20,8 @@ __all__ = [
     "TokenFailure",
     "TokenScript",
     "chatgpt_auth",
+    "forget_issued_secrets",
+    "issued_secrets",
     "make_id_token",
     "make_jwt",
     "write_auth_json",

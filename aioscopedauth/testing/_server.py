@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
@@ -25,9 +26,26 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 
-__all__ = ["FakeAuthServer", "TokenFailure"]
+__all__ = ["FakeAuthServer", "TokenFailure", "forget_issued_secrets", "issued_secrets"]
 
 _AUTH_CLAIM = "https://api.openai.com/auth"
+_ISSUED: set[str] = set()
+
+
+def issued_secrets() -> frozenset[str]:
+    """Every access and refresh token any :class:`FakeAuthServer` of this process has issued.
+
+    A test can search its logs and errors for these to prove no token leaked.
+
+    Returns:
+        The tokens.
+    """
+    return frozenset(_ISSUED)
+
+
+def forget_issued_secrets() -> None:
+    """Clear the record kept for :func:`issued_secrets` (a test fixture does this per test)."""
+    _ISSUED.clear()
 
 
 @attrs.frozen
@@ -149,16 +167,19 @@ class FakeAuthServer:
             {
                 "iat": int(now),
                 "exp": now + self.access_ttl.total_seconds(),
-                "jti": f"at-{next(self._counter)}",
+                "jti": f"at-{next(self._counter)}-{secrets.token_hex(4)}",
                 _AUTH_CLAIM: {"chatgpt_account_id": account_id},
             }
         )
         self._valid_access.add(token)
+        _ISSUED.add(token)
         return token
 
     def _mint_refresh(self) -> str:
-        token = f"rt-{next(self._counter)}"
+        # Random, so a leak scan never mistakes an ordinary word for a token.
+        token = f"rt-{next(self._counter)}-{secrets.token_hex(8)}"
         self._valid_refresh.add(token)
+        _ISSUED.add(token)
         return token
 
     def login(
