@@ -9,11 +9,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from aioscopedauth import AuthDotJson
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 KILLS = 200
 
