@@ -286,7 +286,9 @@ class AuthDotJson:
             AuthDataError: Not JSON, or not a valid ``auth.json``.
         """
         try:
-            obj = json.loads(text)
+            # RFC 8259: JSON exchanged between systems is UTF-8; json.loads would also guess
+            # UTF-16/32 from bytes, which Codex does not accept.
+            obj = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             # The decoder's own message gives a position only, never file content.
             msg = f"not valid JSON ({exc})"

@@ -46,6 +46,8 @@ CODEX_CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 TOKEN_URL_OVERRIDE_ENV = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"  # noqa: S105 -- a variable name
 MAX_ERROR_BODY = 64 * 1024
 """How much of an error answer is read: enough for any JSON error, bounded for hostile servers."""
+MAX_SUCCESS_BODY = 1024 * 1024
+"""A token answer is a few KiB; a larger one is refused rather than read into memory."""
 _MAX_MESSAGE = 300
 
 EXPIRED_MESSAGE = (
@@ -284,6 +286,16 @@ def _parse_success(text: str, status: int) -> TokenResponse:
     raise TransientRefreshError(msg, status=status)
 
 
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """Read the body up to ``limit`` bytes; ``None`` when it is longer (the rest is dropped)."""
+    body = bytearray()
+    while chunk := await response.content.read(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def request_token_refresh(
     session: aiohttp.ClientSession, config: OAuthConfig, refresh_token: str
 ) -> TokenResponse:
@@ -319,10 +331,16 @@ async def request_token_refresh(
             allow_redirects=False,
         ) as response:
             if 200 <= response.status < 300:  # noqa: PLR2004 -- the 2xx range, by definition
-                text = await response.text(errors="replace")
-                return _parse_success(text, response.status)
-            raw = await response.content.read(MAX_ERROR_BODY)
+                raw = await _read_capped(response, MAX_SUCCESS_BODY)
+                if raw is None:
+                    msg = (
+                        "Failed to refresh token: the token endpoint's answer is larger than "
+                        f"{MAX_SUCCESS_BODY // 1024} KiB. Retry later."
+                    )
+                    raise TransientRefreshError(msg, status=response.status)
+                return _parse_success(raw.decode("utf-8", errors="replace"), response.status)
             status = response.status
+            raw = await _read_capped(response, MAX_ERROR_BODY) or b""
     except TimeoutError as exc:
         msg = (
             f"Failed to refresh token: the token endpoint did not answer within "

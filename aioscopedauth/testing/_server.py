@@ -61,6 +61,8 @@ class TokenFailure:
     status: int
     body: dict[str, Any] | str = ""
     content_type: str = "text/plain"
+    drop_connection: bool = False
+    """Close the connection without answering (a crash or a network cut)."""
 
 
 @attrs.define(eq=False)
@@ -230,7 +232,10 @@ class FakeAuthServer:
         if self.token_gate is not None:
             await self.token_gate.wait()
         if self.failures:
-            return _failure_response(self.failures.pop(0))
+            failure = self.failures.pop(0)
+            if failure.drop_connection and request.transport is not None:
+                request.transport.abort()
+            return _failure_response(failure)
         try:
             body = await request.json()
         except ValueError:

@@ -1,0 +1,229 @@
+"""The bad-input catalogue: each case ends in its documented error (or None), never a bare
+traceback, and never changes a file."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+
+from aioscopedauth import (
+    AuthDataError,
+    AuthManager,
+    CommandBearerRefresher,
+    CommandError,
+    ConfigError,
+    FileAuthStore,
+    OAuthConfig,
+    ProviderAuthCommand,
+    RefreshTokenFailedError,
+    StorageError,
+    TransientRefreshError,
+    decode_jwt_payload,
+    load_providers,
+)
+from aioscopedauth.testing import FakeAuthServer, TokenFailure, make_jwt, write_auth_json
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+GOOD_ID = make_jwt({"email": "e@example.com"})
+PADDED_ID = "eyJhbGciOiJub25lIn0.eyJhIjoxfQ==.sig"
+
+# -- auth.json ----------------------------------------------------------------------------
+
+BAD_FILES: dict[str, bytes] = {
+    "not JSON": b"{",
+    "empty": b"",
+    "binary": b"\x00\xff\xfe\x01",
+    "UTF-16": '{"OPENAI_API_KEY": "sk"}'.encode("utf-16"),
+    "a JSON array": b"[]",
+    "a JSON string": b'"sk-123"',
+    "unknown auth_mode": b'{"auth_mode": "sso"}',
+    "apikey mode without key": b'{"auth_mode": "apikey", "OPENAI_API_KEY": null}',
+    "key that is a number": b'{"OPENAI_API_KEY": 12345}',
+    "tokens that are a list": b'{"tokens": []}',
+    "tokens without access_token": (
+        b'{"tokens": {"id_token": "' + GOOD_ID.encode() + b'", "refresh_token": "r"}}'
+    ),
+    "id_token that is no JWT": (
+        b'{"tokens": {"id_token": "nope", "access_token": "a", "refresh_token": "r"}}'
+    ),
+    "padded id_token": (
+        b'{"tokens": {"id_token": "' + PADDED_ID.encode() + b'", "access_token": "a", '
+        b'"refresh_token": "r"}}'
+    ),
+    "account_id that is a number": (
+        b'{"tokens": {"id_token": "' + GOOD_ID.encode() + b'", "access_token": "a", '
+        b'"refresh_token": "r", "account_id": 7}}'
+    ),
+    "last_refresh garbage": b'{"OPENAI_API_KEY": "sk", "last_refresh": "yesterday"}',
+    "nested 100000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "2 MiB of spaces": b" " * (2 * 1024 * 1024),
+}
+
+
+@pytest.mark.parametrize("content", BAD_FILES.values(), ids=BAD_FILES.keys())
+async def test_bad_auth_json_is_a_storage_error_and_stays(
+    home: Path, oauth: OAuthConfig, content: bytes
+) -> None:
+    home.mkdir()
+    path = home / "auth.json"
+    path.write_bytes(content)
+    before = path.stat().st_mtime_ns
+    async with AuthManager(FileAuthStore(home), oauth) as manager:
+        with pytest.raises(StorageError) as info:
+            await manager.auth()
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == content
+    assert path.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize(
+    "content", [b"{}", b'{"OPENAI_API_KEY": null}'], ids=["empty object", "null key"]
+)
+async def test_auth_json_without_credentials_is_logged_out(
+    home: Path, oauth: OAuthConfig, content: bytes
+) -> None:
+    home.mkdir()
+    (home / "auth.json").write_bytes(content)
+    async with AuthManager(FileAuthStore(home), oauth) as manager:
+        assert await manager.auth() is None
+    assert (home / "auth.json").read_bytes() == content
+
+
+# -- the token endpoint -------------------------------------------------------------------
+
+ENDPOINT_ANSWERS: dict[str, tuple[TokenFailure, type[Exception], str]] = {
+    "HTML 200": (
+        TokenFailure(200, "<html>hi</html>", "text/html"),
+        TransientRefreshError,
+        "not a JSON object",
+    ),
+    "empty 200": (TokenFailure(200, ""), TransientRefreshError, "not a JSON object"),
+    "huge 200": (
+        TokenFailure(200, "x" * (3 * 1024 * 1024)),
+        TransientRefreshError,
+        "larger than 1024 KiB",
+    ),
+    "JSON list 200": (
+        TokenFailure(200, "[1, 2]", "application/json"),
+        TransientRefreshError,
+        "not a JSON object",
+    ),
+    "number access_token": (
+        TokenFailure(200, {"access_token": 1}),
+        TransientRefreshError,
+        "access_token is not a string",
+    ),
+    "id_token no JWT": (
+        TokenFailure(200, {"access_token": "a", "id_token": "x"}),
+        TransientRefreshError,
+        "bad id token",
+    ),
+    "500 HTML": (
+        TokenFailure(500, "<html>oops</html>", "text/html"),
+        TransientRefreshError,
+        "500 Internal Server Error",
+    ),
+    "302 redirect": (TokenFailure(302, ""), TransientRefreshError, "302 Found"),
+    "401 garbage": (TokenFailure(401, "\x00garbage"), RefreshTokenFailedError, "could not be"),
+    "dropped connection": (
+        TokenFailure(200, "", drop_connection=True),
+        TransientRefreshError,
+        "could not reach the token endpoint",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("failure", "error", "message"), ENDPOINT_ANSWERS.values(), ids=ENDPOINT_ANSWERS.keys()
+)
+async def test_bad_token_endpoint_answers(
+    home: Path,
+    oauth: OAuthConfig,
+    server: FakeAuthServer,
+    failure: TokenFailure,
+    error: type[Exception],
+    message: str,
+) -> None:
+    path = write_auth_json(home, server.login(expired=True))
+    before = path.read_bytes()
+    server.failures.append(failure)
+    async with AuthManager(FileAuthStore(home), oauth) as manager:
+        with pytest.raises(error, match=message):
+            await manager.refresh_token()
+    assert path.read_bytes() == before
+
+
+async def test_slow_token_endpoint(home: Path, server: FakeAuthServer) -> None:
+    path = write_auth_json(home, server.login(expired=True))
+    before = path.read_bytes()
+    server.token_gate = asyncio.Event()
+    config = OAuthConfig(server.token_url, server.client_id, timeout=0.2)
+    async with AuthManager(FileAuthStore(home), config) as manager:
+        with pytest.raises(TransientRefreshError, match="did not answer within"):
+            await manager.refresh_token()
+    assert path.read_bytes() == before
+
+
+# -- command outputs ----------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[str, float, str]] = {
+    "empty output": ("true", 5.0, "produced an empty token"),
+    "binary output": ("printf '\\377\\000\\376'", 5.0, "non-UTF-8"),
+    "huge output": ("head -c 5000000 /dev/zero | tr '\\0' x", 5.0, "more than 1024 KiB"),
+    "hangs": ("sleep 30", 0.3, "timed out after 300 ms"),
+    "two lines": ("printf 'a\\nb\\n'", 5.0, "more than one line"),
+    "JSON without token": ("echo '{\"expires_in\": 3}'", 5.0, "without a string access_token"),
+    "exit 1": ("echo denied >&2; exit 1", 5.0, "exited with exit status: 1: denied"),
+}
+
+
+@pytest.mark.parametrize(("body", "limit", "message"), COMMANDS.values(), ids=COMMANDS.keys())
+async def test_bad_command_outputs(tmp_path: Path, body: str, limit: float, message: str) -> None:
+    script = tmp_path / "cmd.sh"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    config = ProviderAuthCommand("./cmd.sh", cwd=tmp_path, timeout=limit)
+    with pytest.raises(CommandError, match=message):
+        await CommandBearerRefresher(config).resolve()
+
+
+# -- configuration ------------------------------------------------------------------------
+
+CONFIGS: dict[str, tuple[bytes, str]] = {
+    "TOML syntax": (b"[model_providers.x\n", "not valid TOML"),
+    "auth is a string": (b'[model_providers.x]\nauth = "cmd"\n', "auth must be a table"),
+    "timeout_ms zero": (
+        b'[model_providers.x.auth]\ncommand = "c"\ntimeout_ms = 0\n',
+        "timeout_ms must be greater than zero",
+    ),
+    "not UTF-8": (b"\xff\xfe[model_providers]", "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize(("content", "message"), CONFIGS.values(), ids=CONFIGS.keys())
+def test_bad_config(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_providers(path)
+    assert path.read_bytes() == content
+
+
+# -- JWTs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token", ["", "a.b", PADDED_ID, "a.!!!.c", make_jwt({"a": 1}).replace(".", "..", 1)]
+)
+def test_bad_jwts(token: str) -> None:
+    with pytest.raises(AuthDataError, match="invalid ID token format"):
+        decode_jwt_payload(token)
+
+
+def test_catalogue_has_at_least_30_cases() -> None:
+    total = len(BAD_FILES) + 2 + len(ENDPOINT_ANSWERS) + 1 + len(COMMANDS) + len(CONFIGS) + 5
+    assert total >= 30
