@@ -18,7 +18,6 @@ from support import CANARIES, HangingKeyring, MemoryKeyring
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 
 if os.environ.get("AIOSCOPEDAUTH_REQUIRE_INSTALLED") == "1":
     # nox runs the suite against the built wheel; importing the checkout would hide packaging bugs.
@@ -114,16 +113,15 @@ def canary_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureF
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeAuthServer]:
-    """A fake token endpoint and API on 127.0.0.1 (1-hour access tokens)."""
-    async with FakeAuthServer() as fake:
-        yield fake
+def server(fake_auth_server: FakeAuthServer) -> FakeAuthServer:
+    """The test kit's fake token endpoint and API (1-hour access tokens)."""
+    return fake_auth_server
 
 
 @pytest.fixture
-def oauth(server: FakeAuthServer) -> OAuthConfig:
-    """The OAuth config for ``server`` (no failure backoff, so retries are immediate)."""
-    return OAuthConfig(server.token_url, server.client_id, failure_backoff=timedelta(0))
+def oauth(fake_oauth_config: OAuthConfig) -> OAuthConfig:
+    """The test kit's OAuth config for ``server`` (no failure backoff)."""
+    return fake_oauth_config
 
 
 @pytest.fixture

@@ -108,6 +108,7 @@ class FakeAuthServer:
 
     _valid_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
     _spent_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _expired_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
     _valid_access: set[str] = attrs.field(factory=set, init=False, repr=False)
     _counter: itertools.count[int] = attrs.field(factory=itertools.count, init=False, repr=False)
     _runner: web.AppRunner | None = attrs.field(default=None, init=False, repr=False)
@@ -221,6 +222,11 @@ class FakeAuthServer:
         """Make every refresh token invalid (the endpoint answers ``refresh_token_invalidated``)."""
         self._valid_refresh.clear()
 
+    def expire_refresh_tokens(self) -> None:
+        """Make every refresh token expired (the endpoint answers ``refresh_token_expired``)."""
+        self._expired_refresh |= self._valid_refresh
+        self._valid_refresh.clear()
+
     def is_valid_access_token(self, token: str) -> bool:
         """Whether the API would accept ``token`` now."""
         return token in self._valid_access and _not_expired(token)
@@ -264,6 +270,8 @@ class FakeAuthServer:
         if token in self._spent_refresh:
             self.reuse_answers += 1
             return _error(401, "refresh_token_reused", "Your refresh token has already been used")
+        if token in self._expired_refresh:
+            return _error(401, "refresh_token_expired", "Your refresh token has expired")
         if token not in self._valid_refresh:
             return _error(401, "refresh_token_invalidated", "Your refresh token was revoked")
         return None
