@@ -52,6 +52,14 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against bare aiohttp and peers; prints a table, writes bench/results.json."""
+    wheel = _build_wheel(session)
+    session.install(f"aioscopedauth[bench] @ file://{wheel}")
+    session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the Sphinx docs with warnings as errors."""
     session.install("-e", ".[docs]")

@@ -44,7 +44,7 @@ from ._external import (
 )
 from ._jwt import jwt_expiration
 from ._model import Auth, AuthDotJson, AuthMode
-from ._oauth import ACCOUNT_MISMATCH_MESSAGE, OAuthConfig, is_stale, request_token_refresh
+from ._oauth import ACCOUNT_MISMATCH_MESSAGE, OAuthConfig, request_token_refresh, stale_at
 from ._recovery import UnauthorizedRecovery
 from ._storage import AuthStore, MemoryAuthStore, load_auth_data
 
@@ -149,6 +149,9 @@ class _Shared:
     failure: _Failure | None = None
     inflight: _InFlight | None = None
     loading: asyncio.Task[tuple[Auth | None, int]] | None = None
+    due: tuple[Auth | None, float | None] = (None, None)
+    """The snapshot last checked for staleness and when it becomes stale (epoch seconds):
+    decoding the access token once per snapshot keeps it off every request's path."""
     version: int = 0
     """Bumped on every change of ``snapshot``. A store read that started before a change is
     older than the snapshot and must not overwrite it (a coalesced reload finishing after a
@@ -360,7 +363,7 @@ class AuthManager:
         if external is not None and external.mode is AuthMode.BEARER:
             return await self._bearer_auth(external)
         snapshot = await self._current()
-        if snapshot is None or not is_stale(snapshot, _now(), self._shared.oauth):
+        if snapshot is None or not self._is_stale(snapshot):
             return snapshot
         if self._known_failure(snapshot) is not None:
             # Already failed for this snapshot: do not hammer the endpoint on every call.
@@ -374,6 +377,15 @@ class AuthManager:
             logger.warning("Failed to refresh token: %s", exc)
             return snapshot
         return self._shared.snapshot
+
+    def _is_stale(self, snapshot: Auth) -> bool:
+        shared = self._shared
+        cached, due = shared.due
+        if cached is not snapshot:
+            moment = stale_at(snapshot, shared.oauth)
+            due = None if moment is None else moment.timestamp()
+            shared.due = (snapshot, due)
+        return due is not None and time.time() >= due
 
     async def _bearer_auth(self, refresher: ExternalRefresher) -> Auth | None:
         try:

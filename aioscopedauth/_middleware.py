@@ -57,12 +57,12 @@ class RecoveryEvent:
     url: str
 
 
-def _origin(url: str | URL) -> URL:
+def _origin(url: str | URL) -> tuple[str, str | None, int | None]:
     parsed = url if isinstance(url, URL) else URL(url)
     if not parsed.absolute:
         msg = f"origins must be absolute URLs, got {str(parsed)!r}"
         raise ValueError(msg)
-    return parsed.origin()
+    return (parsed.scheme, parsed.host, parsed.port)
 
 
 def _safe_url(url: URL) -> str:
@@ -111,8 +111,9 @@ class AuthMiddleware:
         """Create the middleware; see the class docstring."""
         self._manager = manager
         self._origins = None if origins is None else frozenset(_origin(o) for o in origins)
-        self._anchor: URL | None = None
+        self._anchor: tuple[str, str | None, int | None] | None = None
         self._on_event = on_event
+        self._cached_headers: tuple[Auth | None, dict[str, str]] = (None, {})
 
     @property
     def manager(self) -> AuthManager:
@@ -126,19 +127,21 @@ class AuthMiddleware:
             url: The request URL.
 
         Returns:
-            Whether its origin is in scope.
+            Whether its origin (scheme, host, port) is in scope.
         """
-        origin = url.origin()
+        # Tuples, not URL.origin(): every request passes here.
+        key = (url.scheme, url.host, url.port)
         if self._origins is not None:
-            return origin in self._origins
+            return key in self._origins
         if self._anchor is None:
-            self._anchor = origin
-        return origin == self._anchor
+            self._anchor = key
+        return key == self._anchor
 
     def __repr__(self) -> str:
         """Show the scope."""
-        scope = self._origins if self._origins is not None else self._anchor
-        return f"<AuthMiddleware scope={scope!r} manager={self._manager!r}>"
+        keys = self._origins if self._origins is not None else {self._anchor} - {None}
+        scope = sorted(f"{scheme}://{host}:{port}" for scheme, host, port in keys)  # type: ignore[misc]
+        return f"<AuthMiddleware scope={scope} manager={self._manager!r}>"
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send ``request`` with auth, recovering from 401s; see the class docstring."""
@@ -147,15 +150,32 @@ class AuthMiddleware:
         auth = await self._manager.auth()
         if auth is None:
             return await handler(request)
+        # The hot path: every request passes here, so nothing is built unless a 401 comes.
+        request.headers.update(self._headers(auth))
+        response = await handler(request)
+        if response.status != _UNAUTHORIZED:
+            return response
+        return await self._recover_and_retry(request, handler, auth, response)
+
+    def _headers(self, auth: Auth) -> dict[str, str]:
+        cached_auth, headers = self._cached_headers
+        if cached_auth is not auth:
+            headers = auth.headers()
+            self._cached_headers = (auth, headers)
+        return headers
+
+    async def _recover_and_retry(
+        self,
+        request: ClientRequest,
+        handler: ClientHandlerType,
+        auth: Auth,
+        response: ClientResponse,
+    ) -> ClientResponse:
         recovery = self._manager.unauthorized_recovery(auth)
         steps = recovery.__aiter__()
         previous: Auth | None = None
         try:
             for _ in range(_MAX_SENDS):
-                self._apply(request, auth, previous)
-                response = await handler(request)
-                if response.status != _UNAUTHORIZED:
-                    return response
                 # Buffer the (small) 401 body: the connection goes back to the pool while we
                 # refresh, and the caller can still read it if we hand it back.
                 await response.read()
@@ -174,6 +194,10 @@ class AuthMiddleware:
                     )
                     return response
                 previous, auth = auth, new_auth
+                self._apply(request, auth, previous)
+                response = await handler(request)
+                if response.status != _UNAUTHORIZED:
+                    return response
             return response
         finally:
             await steps.aclose()

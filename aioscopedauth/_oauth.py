@@ -117,23 +117,22 @@ class OAuthConfig:
         return cls(url, CODEX_CLIENT_ID, **overrides)
 
 
-def is_stale(auth: Auth, now: datetime, config: OAuthConfig) -> bool:
-    """Decide whether a snapshot should be refreshed before use (reference §2.5).
+def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
+    """Return when a snapshot becomes due for a proactive refresh (reference §2.5).
 
     Only managed ChatGPT auth is ever refreshed proactively.
 
     Args:
         auth: The snapshot.
-        now: The current time (aware).
         config: Supplies the window and the maximum age.
 
     Returns:
-        ``True`` when the access token expires within the window (capped at a quarter of its
-        lifetime), or, for a token without ``exp``, when ``last_refresh`` is older than
-        ``max_age``.
+        The access token's ``exp`` minus the refresh window (capped at a quarter of the token's
+        lifetime, from ``iat`` or ``last_refresh``); for a token without ``exp``,
+        ``last_refresh`` plus ``max_age``; ``None`` when it is never refreshed proactively.
     """
     if auth.mode is not AuthMode.CHATGPT or auth.data is None or auth.data.tokens is None:
-        return False
+        return None
     try:
         claims = decode_jwt_payload(auth.data.tokens.access_token)
     except AuthDataError:
@@ -144,9 +143,25 @@ def is_stale(auth: Auth, now: datetime, config: OAuthConfig) -> bool:
         issued = _timestamp(claims.get("iat")) or auth.data.last_refresh
         if issued is not None and exp > issued:
             window = min(window, (exp - issued) / 4)
-        return exp <= now + window
+        return exp - window
     refreshed = auth.data.last_refresh
-    return refreshed is not None and refreshed < now - config.max_age
+    return None if refreshed is None else refreshed + config.max_age
+
+
+def is_stale(auth: Auth, now: datetime, config: OAuthConfig) -> bool:
+    """Decide whether a snapshot should be refreshed before use.
+
+    Args:
+        auth: The snapshot.
+        now: The current time (aware).
+        config: Supplies the window and the maximum age.
+
+    Returns:
+        Whether ``now`` has reached :func:`stale_at` (never for non-managed auth). A token
+        without ``exp`` is stale once ``last_refresh`` is older than ``max_age``.
+    """
+    due = stale_at(auth, config)
+    return due is not None and now >= due
 
 
 def _timestamp(value: object) -> datetime | None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from aioscopedauth import (
     AuthDotJson,
@@ -389,3 +390,20 @@ async def test_no_secret_in_events_or_logs(
     for secret in secrets:
         assert secret not in text
     assert "401 recovery: mode=managed step=refresh_token outcome=changed" in text
+
+
+def test_scope_is_compared_by_scheme_host_and_port(manager: AuthManager) -> None:
+    middleware = AuthMiddleware(manager, origins=["https://api.example", "http://b.example:8080"])
+    assert middleware.in_scope(URL("https://api.example/v1?x=1"))
+    assert middleware.in_scope(URL("https://api.example:443/v1"))
+    assert not middleware.in_scope(URL("http://api.example/v1"))
+    assert not middleware.in_scope(URL("https://api.example:8443/v1"))
+    assert not middleware.in_scope(URL("https://evil.example/v1"))
+    assert middleware.in_scope(URL("http://b.example:8080/"))
+    assert repr(middleware).startswith(
+        "<AuthMiddleware scope=['http://b.example:8080', 'https://api.example:443'] manager="
+    )
+    pinned = AuthMiddleware(manager)
+    assert pinned.in_scope(URL("https://first.example/a"))
+    assert pinned.in_scope(URL("https://first.example/b"))
+    assert not pinned.in_scope(URL("https://second.example/a"))
