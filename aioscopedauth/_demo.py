@@ -37,7 +37,7 @@ from ._manager import AuthManager
 from ._middleware import AuthMiddleware, RecoveryEvent
 from ._oauth import OAuthConfig
 from ._storage import FileAuthStore
-from .testing import FakeAuthServer
+from .testing import FakeAuthServer, serve_on_loopback
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -127,15 +127,7 @@ class _ProviderApi:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v1/work", self.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server  # noqa: SLF001 -- aiohttp exposes the bound port only here
-        assert server is not None  # noqa: S101 -- started just above
-        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{port}"
-        self._runner = runner
+        self._runner, self.url = await serve_on_loopback(app)
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from aioscopedauth import AuthDotJson, AuthManager, AuthMode, MemoryAuthStore, OAuthConfig
-from aioscopedauth.testing import write_auth_json, write_token_script
+from aioscopedauth.testing import serve_on_loopback, write_auth_json, write_token_script
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -72,13 +72,9 @@ async def test_provider_command(home: Path, capsys: pytest.CaptureFixture[str]) 
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, url = await serve_on_loopback(app)
     try:
-        await _load("provider_command").main(home, f"http://127.0.0.1:{port}")
+        await _load("provider_command").main(home, url)
     finally:
         await runner.cleanup()
     assert capsys.readouterr().out == "gateway: 200\n"

@@ -12,7 +12,13 @@ Everything here is deterministic and offline.
 
 from ._jwt_helpers import AUTH_CLAIM, chatgpt_auth, make_id_token, make_jwt, write_auth_json
 from ._scripts import TokenScript, write_token_script
-from ._server import FakeAuthServer, TokenFailure, forget_issued_secrets, issued_secrets
+from ._server import (
+    FakeAuthServer,
+    TokenFailure,
+    forget_issued_secrets,
+    issued_secrets,
+    serve_on_loopback,
+)
 
 __all__ = [
     "AUTH_CLAIM",
@@ -24,6 +30,7 @@ __all__ = [
     "issued_secrets",
     "make_id_token",
     "make_jwt",
+    "serve_on_loopback",
     "write_auth_json",
     "write_token_script",
 ]

@@ -26,10 +26,32 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 
-__all__ = ["FakeAuthServer", "TokenFailure", "forget_issued_secrets", "issued_secrets"]
+__all__ = [
+    "FakeAuthServer",
+    "TokenFailure",
+    "forget_issued_secrets",
+    "issued_secrets",
+    "serve_on_loopback",
+]
 
 _AUTH_CLAIM = "https://api.openai.com/auth"
 _ISSUED: set[str] = set()
+
+
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve an aiohttp application on a free port of 127.0.0.1.
+
+    Args:
+        app: The application.
+
+    Returns:
+        The runner (``await runner.cleanup()`` stops it) and the base URL.
+    """
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
 
 
 def issued_secrets() -> frozenset[str]:
@@ -131,14 +153,8 @@ class FakeAuthServer:
         app.router.add_route("*", "/api/{tail:.*}", self._api)
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/ws", self._websocket)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server  # noqa: SLF001 -- aiohttp exposes the bound port only here
-        assert server is not None  # noqa: S101 -- started just above
-        self._port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        self._runner = runner
+        self._runner, url = await serve_on_loopback(app)
+        self._port = int(url.rsplit(":", 1)[1])
 
     async def close(self) -> None:
         """Stop the server."""
