@@ -86,10 +86,10 @@ class AuthChanges:
     the oldest ones.
     """
 
-    def __init__(self, subscribers: set[asyncio.Queue[AuthChange]]) -> None:
+    def __init__(self, subscribers: set[asyncio.Queue[AuthChange | None]]) -> None:
         """Subscribe to ``subscribers`` (done by :meth:`AuthManager.changes`)."""
         self._subscribers = subscribers
-        self._queue: asyncio.Queue[AuthChange] = asyncio.Queue(_CHANGE_QUEUE_LIMIT)
+        self._queue: asyncio.Queue[AuthChange | None] = asyncio.Queue(_CHANGE_QUEUE_LIMIT)
         subscribers.add(self._queue)
 
     def __aiter__(self) -> Self:
@@ -104,11 +104,16 @@ class AuthChanges:
         """
         if self._queue not in self._subscribers:
             raise StopAsyncIteration
-        return await self._queue.get()
+        change = await self._queue.get()
+        if change is None:  # closed while waiting
+            raise StopAsyncIteration
+        return change
 
     async def aclose(self) -> None:
-        """Unsubscribe."""
-        self._subscribers.discard(self._queue)
+        """Unsubscribe; a task waiting in ``__anext__`` stops iterating."""
+        if self._queue in self._subscribers:
+            self._subscribers.discard(self._queue)
+            _put_dropping_oldest(self._queue, None)
 
     async def __aenter__(self) -> Self:
         """Return the iterator."""
@@ -158,7 +163,7 @@ class _Shared:
     refresh would otherwise bring back the spent refresh token)."""
     refresh_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     load_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
-    subscribers: set[asyncio.Queue[AuthChange]] = attrs.Factory(set)
+    subscribers: set[asyncio.Queue[AuthChange | None]] = attrs.Factory(set)
 
 
 class AuthManager:
@@ -469,9 +474,7 @@ class AuthManager:
 
     def _notify(self, change: AuthChange) -> None:
         for queue in self._shared.subscribers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(change)
+            _put_dropping_oldest(queue, change)
 
     def _known_failure(self, auth: Auth) -> RefreshTokenFailedError | TransientRefreshError | None:
         failure = self._shared.failure
@@ -839,6 +842,12 @@ class AuthManager:
             shared.http = aiohttp.ClientSession()
             shared.owns_http = True
         return shared.http
+
+
+def _put_dropping_oldest(queue: asyncio.Queue[AuthChange | None], item: AuthChange | None) -> None:
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
 
 
 def _retrieve_exception(task: asyncio.Task[Any]) -> None:

@@ -791,3 +791,12 @@ async def test_derived_logout_is_seen_by_the_base(
     bearer = await derived.auth()
     assert bearer is not None
     assert bearer.token == "tok"
+
+
+async def test_closing_changes_wakes_a_waiting_consumer(manager: AuthManager) -> None:
+    changes = manager.changes()
+    consumer = asyncio.create_task(anext(changes, "ended"))
+    await asyncio.sleep(0)
+    assert not consumer.done()
+    await changes.aclose()
+    assert await consumer == "ended"
