@@ -513,6 +513,9 @@ class AuthManager:
         if not key:
             msg = "The API key is empty."
             raise ConfigError(msg)
+        if any(ch in key for ch in "\r\n\0"):
+            msg = "The API key contains a line break or NUL; paste only the key."
+            raise ConfigError(msg)
         shared = self._shared
         await shared.store.save(AuthDotJson.for_api_key(key))
         if shared.memory is not shared.store:

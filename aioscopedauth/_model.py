@@ -114,7 +114,9 @@ def format_rfc3339(moment: datetime) -> str:
     return f"{base}.{micros:06d}Z"
 
 
-def _str_field(obj: Mapping[str, Any], key: str, where: str, *, required: bool) -> str | None:
+def _str_field(
+    obj: Mapping[str, Any], key: str, where: str, *, required: bool, header: bool = False
+) -> str | None:
     value = obj.get(key)
     if value is None:
         if required:
@@ -123,6 +125,10 @@ def _str_field(obj: Mapping[str, Any], key: str, where: str, *, required: bool) 
         return None
     if not isinstance(value, str):
         msg = f"{where}.{key} must be a string"
+        raise AuthDataError(msg)
+    if header and any(ch in value for ch in "\r\n\0"):
+        # It is sent as a header value; a line break there is header injection, not a token.
+        msg = f"{where}.{key} contains a line break or NUL"
         raise AuthDataError(msg)
     return value
 
@@ -166,7 +172,7 @@ class TokenData:
             msg = "tokens must be a JSON object"
             raise AuthDataError(msg)
         id_token = _str_field(obj, "id_token", "tokens", required=True)
-        access = _str_field(obj, "access_token", "tokens", required=True)
+        access = _str_field(obj, "access_token", "tokens", required=True, header=True)
         refresh = _str_field(obj, "refresh_token", "tokens", required=True)
         assert id_token is not None  # noqa: S101 -- required=True never returns None
         assert access is not None  # noqa: S101 -- required=True never returns None
@@ -180,7 +186,7 @@ class TokenData:
             id_token=info,
             access_token=access,
             refresh_token=refresh,
-            account_id=_str_field(obj, "account_id", "tokens", required=False),
+            account_id=_str_field(obj, "account_id", "tokens", required=False, header=True),
             extra=_extra(obj, _TOKEN_KEYS),
         )
 
@@ -250,7 +256,7 @@ class AuthDotJson:
                 msg = "auth_mode is not one of 'apikey', 'chatgpt', 'chatgptAuthTokens'"
                 raise AuthDataError(msg)
             mode = _PERSISTED_MODES[mode_raw]
-        key = _str_field(obj, "OPENAI_API_KEY", "auth.json", required=False)
+        key = _str_field(obj, "OPENAI_API_KEY", "auth.json", required=False, header=True)
         tokens_raw = obj.get("tokens")
         tokens = None if tokens_raw is None else TokenData.from_dict(tokens_raw)
         refreshed_text = _str_field(obj, "last_refresh", "auth.json", required=False)

@@ -1,9 +1,11 @@
 """Where auth state lives: the ``AuthStore`` protocol and the file, memory, keyring and auto stores.
 
-Every store is async and never blocks the event loop: file reads go through aiofiles, a save is
-one worker-thread call (so a cancelled caller can never leave a half-written file or a stray
-temp file behind), keyring calls run in a worker thread under a timeout, and the cross-process
-lock is an ``flock`` polled without blocking.
+Every store is async and never blocks the event loop: a file read and a save are each one
+worker-thread call that opens, uses and closes the file (so a cancelled caller can never leak a
+file handle, leave a half-written file or a stray temp file behind), keyring calls run in a
+worker thread under a timeout, and the cross-process lock is an ``flock`` polled without
+blocking. (aiofiles was dropped for this: cancelling ``aiofiles.open`` while its thread opens
+the file leaks the handle.)
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
 
-import aiofiles
 import anyio
 import anyio.to_thread
 import attrs
@@ -181,6 +182,11 @@ def _sweep_stale_temp_files(directory: Path, name: str) -> None:
                 leftover.unlink()
 
 
+def _read_file(path: Path, limit: int) -> tuple[int, bytes]:
+    with path.open("rb") as handle:
+        return os.fstat(handle.fileno()).st_mode, handle.read(limit)
+
+
 def _unlink(path: Path) -> bool:
     try:
         path.unlink()
@@ -287,9 +293,7 @@ class FileAuthStore:
         """
         path = self.path
         try:
-            async with aiofiles.open(path, "rb") as handle:
-                mode = os.fstat(handle.fileno()).st_mode
-                raw = await handle.read(MAX_AUTH_FILE_BYTES + 1)
+            mode, raw = await _in_thread(lambda: _read_file(path, MAX_AUTH_FILE_BYTES + 1))
         except FileNotFoundError:
             return None
         except IsADirectoryError as exc:

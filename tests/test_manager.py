@@ -800,3 +800,15 @@ async def test_closing_changes_wakes_a_waiting_consumer(manager: AuthManager) ->
     assert not consumer.done()
     await changes.aclose()
     assert await consumer == "ended"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("   ", "The API key is empty."), ("sk-1\nsk-2", "contains a line break or NUL")],
+)
+async def test_login_with_a_bad_api_key_is_refused(
+    home: Path, manager: AuthManager, key: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        await manager.login_with_api_key(key)
+    assert not (home / "auth.json").exists()

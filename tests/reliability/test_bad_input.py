@@ -59,6 +59,11 @@ BAD_FILES: dict[str, bytes] = {
         b'"refresh_token": "r", "account_id": 7}}'
     ),
     "last_refresh garbage": b'{"OPENAI_API_KEY": "sk", "last_refresh": "yesterday"}',
+    "key with a header injection": b'{"OPENAI_API_KEY": "sk\\r\\nX-Evil: 1"}',
+    "account_id with a line break": (
+        b'{"tokens": {"id_token": "' + GOOD_ID.encode() + b'", "access_token": "a", '
+        b'"refresh_token": "r", "account_id": "acct\\nX-Evil: 1"}}'
+    ),
     "nested 100000 deep": b"[" * 100_000 + b"]" * 100_000,
     "2 MiB of spaces": b" " * (2 * 1024 * 1024),
 }

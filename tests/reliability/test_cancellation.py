@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import aiohttp
@@ -124,3 +125,16 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return "gone"
+
+
+async def test_cancelled_loads_leak_no_file_handle(home: Path) -> None:
+    store = FileAuthStore(home)
+    await store.save(AuthDotJson.for_api_key("sk-1"))
+    for _ in range(100):
+        task = asyncio.create_task(store.load())
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    # A leaked handle would be reported by its finalizer now; warnings are errors here.
+    gc.collect()
+    assert await store.load() == AuthDotJson.for_api_key("sk-1")

@@ -26,6 +26,7 @@ from aioscopedauth.testing import make_id_token
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+header_text = text.filter(lambda t: not any(ch in t for ch in "\r\n\0"))
 json_scalars = st.none() | st.booleans() | st.integers() | text
 json_values = st.recursive(
     json_scalars,
@@ -56,11 +57,11 @@ def payloads(draw: st.DrawFn) -> AuthDotJson:
     if draw(st.booleans()):
         tokens = TokenData(
             id_token=IdTokenInfo.parse(draw(id_tokens)),
-            access_token=draw(text),
+            access_token=draw(header_text),
             refresh_token=draw(text),
-            account_id=draw(st.none() | text),
+            account_id=draw(st.none() | header_text),
         )
-    key = draw(st.none() | text)
+    key = draw(st.none() | header_text)
     mode = draw(st.none() | st.sampled_from([AuthMode.CHATGPT, AuthMode.CHATGPT_AUTH_TOKENS]))
     if key is not None and draw(st.booleans()):
         mode = AuthMode.API_KEY
