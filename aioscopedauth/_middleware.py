@@ -139,8 +139,10 @@ class AuthMiddleware:
 
     def __repr__(self) -> str:
         """Show the scope."""
-        keys = self._origins if self._origins is not None else {self._anchor} - {None}
-        scope = sorted(f"{scheme}://{host}:{port}" for scheme, host, port in keys)  # type: ignore[misc]
+        keys = set(self._origins or ())
+        if self._anchor is not None:
+            keys.add(self._anchor)
+        scope = sorted(f"{scheme}://{host}:{port}" for scheme, host, port in keys)
         return f"<AuthMiddleware scope={scope} manager={self._manager!r}>"
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
