@@ -772,7 +772,8 @@ class AuthManager:
                     raise error
                 if stored != expected:
                     logger.debug("Skipping token refresh because auth changed after guarded reload")
-                    return self._set(stored, "reload")
+                    self._set(stored, "reload")
+                    return True
                 return await self._spend_refresh_token(expected)
 
     async def _spend_refresh_token(self, expected: Auth) -> bool:
@@ -801,9 +802,10 @@ class AuthManager:
             raise TransientRefreshError(msg) from exc
         target = shared.memory if data.resolved_mode is AuthMode.CHATGPT_AUTH_TOKENS else None
         await (target or shared.store).save(merged)
-        return self._set(
-            Auth.from_data(merged, account_header=shared.oauth.account_header), "refresh"
-        )
+        # The answer is "does the caller now have other auth", not "did this call change the
+        # snapshot": a reload that read the saved file while the save finished may have set it.
+        self._set(Auth.from_data(merged, account_header=shared.oauth.account_header), "refresh")
+        return True
 
     async def _refresh_host_tokens(self, expected: Auth) -> bool:
         shared = self._shared
@@ -835,9 +837,8 @@ class AuthManager:
             msg = f"external auth refresh returned unusable tokens: {exc}"
             raise TransientRefreshError(msg) from exc
         await shared.memory.save(data)
-        return self._set(
-            Auth.from_data(data, account_header=shared.oauth.account_header), "external"
-        )
+        self._set(Auth.from_data(data, account_header=shared.oauth.account_header), "external")
+        return True
 
     def _http(self) -> aiohttp.ClientSession:
         shared = self._shared

@@ -49,6 +49,10 @@ def leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """
     forget_issued_secrets()
     recorder = _LeakRecorder()
+    # aiohttp reports an unclosed session or connector through asyncio's logger, not a warning.
+    unclosed = _LeakRecorder()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(unclosed)
     library_logger = logging.getLogger("aioscopedauth")
     previous_level = library_logger.level
     library_logger.addHandler(recorder)
@@ -66,8 +70,10 @@ def leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     try:
         yield
     finally:
+        asyncio_logger.removeHandler(unclosed)
         library_logger.removeHandler(recorder)
         library_logger.setLevel(previous_level)
+    assert not [t for t in unclosed.texts if "Unclosed" in t], unclosed.texts
     secrets = set(CANARIES) | issued_secrets()
     for text in recorder.texts + errors:
         leaked = [s for s in secrets if s in text]

@@ -87,7 +87,7 @@ CANARIES = (CANARY_API_KEY, CANARY_ACCESS, CANARY_REFRESH)
 
 
 class GatedFileStore:
-    """A real FileAuthStore whose next load reads the file, then waits to be released.
+    """A real FileAuthStore whose next load (or save) does its I/O, then waits to be released.
 
     It lets a test hold one store read in flight while other work changes the auth; the
     reading and the writing are the real file store's.
@@ -96,6 +96,7 @@ class GatedFileStore:
     def __init__(self, home: Path) -> None:
         self.inner = FileAuthStore(home)
         self.hold_next_load = False
+        self.hold_next_save = False
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
 
@@ -113,6 +114,10 @@ class GatedFileStore:
 
     async def save(self, data: AuthDotJson) -> None:
         await self.inner.save(data)
+        if self.hold_next_save:
+            self.hold_next_save = False
+            self.holding.set()
+            await self.release.wait()
 
     async def delete(self) -> bool:
         return await self.inner.delete()

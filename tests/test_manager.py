@@ -812,3 +812,23 @@ async def test_login_with_a_bad_api_key_is_refused(
     with pytest.raises(ConfigError, match=message):
         await manager.login_with_api_key(key)
     assert not (home / "auth.json").exists()
+
+
+async def test_refresh_reports_new_auth_even_when_a_reload_adopted_it_first(
+    home: Path, oauth: OAuthConfig, server: FakeAuthServer
+) -> None:
+    # Found by the demo: a reload read the file the refresh had just saved and set the
+    # snapshot before the refresh did; the refresh then said "nothing changed" and the 401
+    # recovery gave up.
+    write_auth_json(home, server.login())
+    store = GatedFileStore(home)
+    async with AuthManager(store, oauth) as manager:
+        rejected = await manager.auth()
+        store.hold_next_save = True
+        refresh = asyncio.create_task(manager.refresh_rejected(rejected))
+        await store.holding.wait()  # the new tokens are on disk; the refresh has not returned
+        assert await manager.reload() is True
+        store.release.set()
+        assert await refresh is True
+        assert manager.auth_cached() != rejected
+    assert server.refreshes == 1
