@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib.util
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+import aioscopedauth
 from aioscopedauth import AuthDotJson, AuthManager, AuthMode, MemoryAuthStore, OAuthConfig
 from aioscopedauth.testing import serve_on_loopback, write_auth_json, write_token_script
 
@@ -126,3 +129,15 @@ async def test_testing_example_passes_under_pytest(tmp_path: Path) -> None:
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, out.decode()
     assert "1 passed" in out.decode()
+
+
+def test_readme_python_compiles_and_uses_real_names() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert blocks
+    for block in blocks:
+        tree = ast.parse(block)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "aioscopedauth":
+                for alias in node.names:
+                    assert hasattr(aioscopedauth, alias.name), alias.name
