@@ -311,11 +311,19 @@ async def _refresh(args: argparse.Namespace) -> int:
         if not before.mode.is_chatgpt:
             print(f"Logged in with {_MODE_TEXT[before.mode]}: nothing to refresh.")
             return EXIT_OK
-        await manager.refresh_token()
+        async with manager.changes() as changes:
+            await manager.refresh_token()
+            reasons = []
+            while not changes.empty():
+                reasons.append((await anext(changes)).reason)
         after = manager.auth_cached()
     facts = _status_facts(manager.store, after)
     expiry = facts.get("access_token_expires") or "unknown"
-    print(f"Refreshed: the access token now expires {expiry}.")
+    if "refresh" in reasons:
+        how = "Refreshed at the token endpoint"
+    else:
+        how = "Adopted newer tokens another process had saved (no refresh token spent)"
+    print(f"{how}: the access token now expires {expiry}.")
     return EXIT_OK
 
 

@@ -109,6 +109,10 @@ class AuthChanges:
             raise StopAsyncIteration
         return change
 
+    def empty(self) -> bool:
+        """Whether no change is waiting (``__anext__`` would wait)."""
+        return self._queue.empty()
+
     async def aclose(self) -> None:
         """Unsubscribe; a task waiting in ``__anext__`` stops iterating."""
         if self._queue in self._subscribers:

@@ -134,7 +134,7 @@ async def test_refresh_and_request_against_a_server(home: Path, server: FakeAuth
     server.client_id = "app_EMoamEEZ73f0CkXaXp7hrann"
     code, out, err = await _run("--home", str(home), "refresh", env=env)
     assert code == 0, err
-    assert out.startswith("Refreshed: the access token now expires ")
+    assert out.startswith("Refreshed at the token endpoint: the access token now expires ")
     assert server.refreshes == 1
     server.revoke_access_tokens()
     code, out, err = await _run(
