@@ -95,11 +95,11 @@ class OAuthConfig:
 
     token_url: str
     client_id: str
-    account_header: str = DEFAULT_ACCOUNT_HEADER
-    refresh_window: timedelta = timedelta(minutes=5)
-    max_age: timedelta = timedelta(days=8)
-    timeout: float = 30.0
-    failure_backoff: timedelta = timedelta(seconds=5)
+    account_header: str = attrs.field(default=DEFAULT_ACCOUNT_HEADER, kw_only=True)
+    refresh_window: timedelta = attrs.field(default=timedelta(minutes=5), kw_only=True)
+    max_age: timedelta = attrs.field(default=timedelta(days=8), kw_only=True)
+    timeout: float = attrs.field(default=30.0, kw_only=True)
+    failure_backoff: timedelta = attrs.field(default=timedelta(seconds=5), kw_only=True)
 
     @classmethod
     def codex(cls, **overrides: Any) -> OAuthConfig:  # noqa: ANN401 -- forwarded to __init__
