@@ -518,14 +518,10 @@ class KeyringAuthStore:
             StorageError: The keyring failed or timed out.
         """
         text = data.to_json(compact=True)
-        try:
-            await self._call(
-                "failed to write OAuth tokens to keyring",
-                lambda b: b.set_password(self.service, self.account, text),
-            )
-        except StorageError as exc:
-            logger.warning("%s", exc)
-            raise
+        await self._call(
+            "failed to write OAuth tokens to keyring",
+            lambda b: b.set_password(self.service, self.account, text),
+        )
         try:
             await self._file.delete()
         except StorageError as exc:
@@ -582,6 +578,14 @@ class AutoAuthStore:
     backend: keyring.backend.KeyringBackend | None = attrs.field(default=None, repr=False)
     _keyring: KeyringAuthStore = attrs.field(init=False, repr=False)
     _file: FileAuthStore = attrs.field(init=False, repr=False)
+    _warned: bool = attrs.field(default=False, init=False, repr=False)
+
+    def _fallback(self, message: str, exc: StorageError) -> None:
+        # A machine without a keyring (a server, a container) falls back on every call; say
+        # so once at WARNING, then at DEBUG, instead of flooding the log.
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(level, message, self._file.path, exc)
 
     def __attrs_post_init__(self) -> None:
         """Create the two stores it chooses between."""
@@ -605,7 +609,7 @@ class AutoAuthStore:
         try:
             data = await self._keyring.load()
         except StorageError as exc:
-            logger.warning("Keyring unavailable, using %s: %s", self._file.path, exc)
+            self._fallback("Keyring unavailable, using %s: %s", exc)
             data = None
         if data is not None:
             return data
@@ -623,7 +627,7 @@ class AutoAuthStore:
         try:
             await self._keyring.save(data)
         except StorageError as exc:
-            logger.warning("Keyring save failed, writing %s instead: %s", self._file.path, exc)
+            self._fallback("Keyring save failed, writing %s instead: %s", exc)
             await self._file.save(data)
 
     async def delete(self) -> bool:
@@ -638,7 +642,7 @@ class AutoAuthStore:
         try:
             return await self._keyring.delete()
         except StorageError as exc:
-            logger.warning("Keyring delete failed, removing %s only: %s", self._file.path, exc)
+            self._fallback("Keyring delete failed, removing %s only: %s", exc)
             return await self._file.delete()
 
     def lock(self) -> AbstractAsyncContextManager[None]:
