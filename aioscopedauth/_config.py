@@ -193,6 +193,9 @@ def load_providers(path: str | os.PathLike[str]) -> dict[str, ProviderInfo]:
     except tomllib.TOMLDecodeError as exc:
         msg = f"The config file {file} is not valid TOML: {exc}"
         raise ConfigError(msg) from exc
+    except RecursionError as exc:
+        msg = f"The config file {file} is not valid TOML: it is nested too deeply"
+        raise ConfigError(msg) from exc
     return parse_providers(document, file.parent.absolute())
 
 

@@ -206,6 +206,7 @@ CONFIGS: dict[str, tuple[bytes, str]] = {
         "timeout_ms must be greater than zero",
     ),
     "not UTF-8": (b"\xff\xfe[model_providers]", "is not UTF-8 text"),
+    "nested 100000 deep": (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
 }
 
 
