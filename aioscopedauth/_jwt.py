@@ -49,7 +49,7 @@ def decode_jwt_payload(jwt: str) -> dict[str, Any]:
     try:
         raw = base64.b64decode(payload + "=" * (-len(payload) % 4), altchars=b"-_", validate=True)
         claims = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         msg = "invalid ID token format: the payload is not base64url-encoded JSON"
         raise AuthDataError(msg) from exc
     if not isinstance(claims, dict):

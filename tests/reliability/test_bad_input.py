@@ -4,6 +4,7 @@ traceback, and never changes a file."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import TYPE_CHECKING
 
 import pytest
@@ -222,8 +223,19 @@ def test_bad_config(tmp_path: Path, content: bytes, message: str) -> None:
 # -- JWTs ---------------------------------------------------------------------------------
 
 
+DEEP_PAYLOAD = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).rstrip(b"=").decode()
+
+
 @pytest.mark.parametrize(
-    "token", ["", "a.b", PADDED_ID, "a.!!!.c", make_jwt({"a": 1}).replace(".", "..", 1)]
+    "token",
+    [
+        "",
+        "a.b",
+        PADDED_ID,
+        "a.!!!.c",
+        make_jwt({"a": 1}).replace(".", "..", 1),
+        f"h.{DEEP_PAYLOAD}.s",
+    ],
 )
 def test_bad_jwts(token: str) -> None:
     with pytest.raises(AuthDataError, match="invalid ID token format"):
