@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextlib
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,14 +17,17 @@ from aioscopedauth import (
     AuthDotJson,
     AuthMode,
     CommandError,
+    ConfigError,
     IdTokenInfo,
     TokenData,
     decode_jwt_payload,
     parse_command_output,
 )
+from aioscopedauth._config import parse_providers
 from aioscopedauth._model import format_rfc3339, parse_rfc3339
 from aioscopedauth.testing import make_id_token
 
+BASE = Path(__file__).parent  # where relative auth.cwd values resolve; nothing is written
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
@@ -156,3 +161,20 @@ def test_rfc3339_round_trips(moment: datetime) -> None:
     formatted = format_rfc3339(moment)
     assert formatted.endswith("Z")
     assert parse_rfc3339(formatted) == moment
+
+
+@SETTINGS
+@given(st.dictionaries(text, st.dictionaries(text, json_values, max_size=4), max_size=3))
+def test_provider_tables_load_or_raise_config_error(tables: dict[str, object]) -> None:
+    try:
+        providers = parse_providers({"model_providers": tables}, BASE)
+    except ConfigError:
+        return
+    assert set(providers) == set(tables)
+
+
+@SETTINGS
+@given(st.dictionaries(text, json_values, max_size=6))
+def test_auth_tables_load_or_raise_config_error(auth: dict[str, object]) -> None:
+    with contextlib.suppress(ConfigError):
+        parse_providers({"model_providers": {"p": {"auth": auth}}}, BASE)
