@@ -14,7 +14,7 @@ import attrs
 
 from ._errors import AuthDataError
 from ._jwt import IdTokenInfo, PlanType
-from ._model import AuthDotJson, AuthMode, TokenData
+from ._model import AuthDotJson, AuthMode, TokenData, is_header_safe
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -159,6 +159,9 @@ def auth_data_from_external_tokens(tokens: ExternalAuthTokens, now: datetime) ->
     meta = tokens.chatgpt_metadata
     if meta is None:
         msg = "external auth tokens are missing ChatGPT metadata"
+        raise AuthDataError(msg)
+    if not is_header_safe(tokens.access_token) or not is_header_safe(meta.account_id):
+        msg = "external auth tokens contain a line break or NUL"
         raise AuthDataError(msg)
     info = IdTokenInfo.parse(tokens.access_token)
     plan = (

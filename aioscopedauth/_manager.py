@@ -43,7 +43,7 @@ from ._external import (
     auth_data_from_external_tokens,
 )
 from ._jwt import jwt_expiration
-from ._model import Auth, AuthDotJson, AuthMode
+from ._model import Auth, AuthDotJson, AuthMode, is_header_safe
 from ._oauth import ACCOUNT_MISMATCH_MESSAGE, OAuthConfig, request_token_refresh, stale_at
 from ._recovery import UnauthorizedRecovery
 from ._storage import AuthStore, MemoryAuthStore, load_auth_data
@@ -404,6 +404,11 @@ class AuthManager:
             return None
         if tokens is None:
             return None
+        if not tokens.access_token or not is_header_safe(tokens.access_token):
+            logger.warning(
+                "External bearer source returned an empty token or one with a line break"
+            )
+            return None
         return Auth(AuthMode.BEARER, tokens.access_token)
 
     async def _current(self) -> Auth | None:
@@ -517,7 +522,7 @@ class AuthManager:
         if not key:
             msg = "The API key is empty."
             raise ConfigError(msg)
-        if any(ch in key for ch in "\r\n\0"):
+        if not is_header_safe(key):
             msg = "The API key contains a line break or NUL; paste only the key."
             raise ConfigError(msg)
         shared = self._shared

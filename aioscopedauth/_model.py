@@ -114,6 +114,18 @@ def format_rfc3339(moment: datetime) -> str:
     return f"{base}.{micros:06d}Z"
 
 
+def is_header_safe(value: str) -> bool:
+    """Whether ``value`` can be sent as an HTTP header value (no CR, LF or NUL).
+
+    Args:
+        value: A token, key or account id.
+
+    Returns:
+        ``False`` when sending it would split or truncate the header.
+    """
+    return not any(ch in value for ch in "\r\n\0")
+
+
 def _str_field(
     obj: Mapping[str, Any], key: str, where: str, *, required: bool, header: bool = False
 ) -> str | None:
@@ -126,7 +138,7 @@ def _str_field(
     if not isinstance(value, str):
         msg = f"{where}.{key} must be a string"
         raise AuthDataError(msg)
-    if header and any(ch in value for ch in "\r\n\0"):
+    if header and not is_header_safe(value):
         # It is sent as a header value; a line break there is header injection, not a token.
         msg = f"{where}.{key} contains a line break or NUL"
         raise AuthDataError(msg)

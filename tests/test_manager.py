@@ -832,3 +832,34 @@ async def test_refresh_reports_new_auth_even_when_a_reload_adopted_it_first(
         assert await refresh is True
         assert manager.auth_cached() != rejected
     assert server.refreshes == 1
+
+
+class _StaticBearer:
+    """A user's own bearer source (not a command) that returns one fixed token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    @property
+    def mode(self) -> AuthMode:
+        return AuthMode.BEARER
+
+    async def resolve(self) -> ExternalAuthTokens | None:
+        return ExternalAuthTokens.access_token_only(self.token)
+
+    async def refresh(self, context: RefreshContext) -> ExternalAuthTokens:
+        return ExternalAuthTokens.access_token_only(self.token)
+
+
+@pytest.mark.parametrize("token", ["", "tok\r\nX-Evil: 1"])
+async def test_bearer_source_with_an_unsendable_token_gives_none(
+    manager: AuthManager, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    derived = manager.with_external_bearer_refresher(_StaticBearer(token))
+    assert await derived.auth() is None
+    assert "empty token or one with a line break" in caplog.text
+
+
+async def test_host_tokens_with_a_line_break_are_refused(manager: AuthManager) -> None:
+    with pytest.raises(AuthDataError, match="line break"):
+        await manager.login_with_tokens(make_id_token() + "\nX: 1", "org")
