@@ -22,7 +22,7 @@ import aiohttp
 from yarl import URL
 
 from . import __version__
-from ._config import load_providers, manager_for_provider
+from ._config import ProviderInfo, load_providers, manager_for_provider
 from ._demo import DemoConfig, run_demo
 from ._errors import AuthDataError, AuthError, ConfigError
 from ._jwt import jwt_expiration
@@ -161,17 +161,21 @@ def _manager(args: argparse.Namespace) -> AuthManager:
     return AuthManager(_store(args), OAuthConfig.codex())
 
 
+def _provider(config: Path, name: str) -> ProviderInfo:
+    providers = load_providers(config)
+    provider = providers.get(name)
+    if provider is None:
+        known = ", ".join(sorted(providers)) or "none"
+        msg = f"No provider {name!r} in {config} (known: {known})"
+        raise ConfigError(msg)
+    return provider
+
+
 def _for_provider(args: argparse.Namespace, base: AuthManager) -> AuthManager:
     if not args.provider:
         return base
     config = Path(args.config).expanduser() if args.config else _home(args) / "config.toml"
-    providers = load_providers(config)
-    provider = providers.get(args.provider)
-    if provider is None:
-        known = ", ".join(sorted(providers)) or "none"
-        msg = f"No provider {args.provider!r} in {config} (known: {known})"
-        raise ConfigError(msg)
-    return manager_for_provider(base, provider)
+    return manager_for_provider(base, _provider(config, args.provider))
 
 
 def _ago(moment: datetime, now: datetime) -> str:
@@ -228,38 +232,80 @@ def _status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
     return facts
 
 
+def _provider_facts(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not args.provider:
+        return None
+    config = Path(args.config).expanduser() if args.config else _home(args) / "config.toml"
+    provider = _provider(config, args.provider)
+    facts: dict[str, Any] = {
+        "id": provider.id,
+        "name": provider.name,
+        "base_url": provider.base_url,
+    }
+    if provider.auth is not None:
+        command = provider.auth
+        facts["command"] = " ".join([command.command, *command.args])
+        facts["cwd"] = None if command.cwd is None else str(command.cwd)
+        facts["timeout_seconds"] = command.timeout
+        facts["refresh_interval_seconds"] = command.refresh_interval
+    return facts
+
+
 async def _status(args: argparse.Namespace) -> int:
     async with _manager(args) as manager:
         await manager.reload()
         auth = manager.auth_cached()
         facts = _status_facts(manager.store, auth)
+    provider = _provider_facts(args)
+    if provider is not None:
+        facts["provider"] = provider
     if args.json:
         print(json.dumps(facts, indent=2))
-        return EXIT_OK
-    where = facts.get("path") or f"{facts['store']} ({facts.get('home', '')})"
-    if auth is None:
-        print(f"Not logged in (looked in {where}).")
     else:
-        now = datetime.now(UTC)
-        print(f"Logged in with {_MODE_TEXT[auth.mode]}")
-        rows: list[tuple[str, str]] = [("store", f"{facts['store']}: {where}")]
-        for key, label in (("account_id", "account"), ("email", "email"), ("plan", "plan")):
-            if facts.get(key):
-                rows.append((label, str(facts[key])))
-        if facts.get("access_token_expires"):
-            expiry = datetime.fromisoformat(facts["access_token_expires"])
-            state = "expired " if expiry <= now else "expires "
-            rows.append(
-                ("access token", f"{state}{facts['access_token_expires']} ({_ago(expiry, now)})")
-            )
-        if facts.get("last_refresh"):
-            refreshed = datetime.fromisoformat(facts["last_refresh"])
-            rows.append(("last refresh", f"{facts['last_refresh']} ({_ago(refreshed, now)})"))
-        for label, value in rows:
-            print(f"  {label:<13} {value}")
+        _print_login(facts, auth)
+        if provider is not None:
+            _print_provider(provider)
     for warning in facts["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _print_login(facts: dict[str, Any], auth: Auth | None) -> None:
+    where = facts.get("path") or f"{facts['store']} ({facts.get('home', '')})"
+    if auth is None:
+        print(f"Not logged in (looked in {where}).")
+        return
+    now = datetime.now(UTC)
+    print(f"Logged in with {_MODE_TEXT[auth.mode]}")
+    rows: list[tuple[str, str]] = [("store", f"{facts['store']}: {where}")]
+    for key, label in (("account_id", "account"), ("email", "email"), ("plan", "plan")):
+        if facts.get(key):
+            rows.append((label, str(facts[key])))
+    if facts.get("access_token_expires"):
+        expiry = datetime.fromisoformat(facts["access_token_expires"])
+        state = "expired " if expiry <= now else "expires "
+        rows.append(
+            ("access token", f"{state}{facts['access_token_expires']} ({_ago(expiry, now)})")
+        )
+    if facts.get("last_refresh"):
+        refreshed = datetime.fromisoformat(facts["last_refresh"])
+        rows.append(("last refresh", f"{facts['last_refresh']} ({_ago(refreshed, now)})"))
+    for label, value in rows:
+        print(f"  {label:<13} {value}")
+
+
+def _print_provider(provider: dict[str, Any]) -> None:
+    print(f"Provider {provider['id']} ({provider['name']})")
+    labels = (
+        ("base_url", "base URL"),
+        ("command", "command"),
+        ("cwd", "cwd"),
+        ("timeout_seconds", "timeout (s)"),
+        ("refresh_interval_seconds", "refresh (s)"),
+    )
+    for key, label in labels:
+        if provider.get(key) is not None:
+            print(f"  {label:<13} {provider[key]}")
 
 
 def _read_key() -> str:

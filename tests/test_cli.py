@@ -121,6 +121,12 @@ async def test_token_of_a_provider(home: Path) -> None:
     )
     code, out, err = await _run("--home", str(home), "--provider", "corp", "token")
     assert (code, out, err) == (0, "provider-token\n", "")
+    code, out, err = await _run("--home", str(home), "--provider", "corp", "status")
+    assert code == 0, err
+    assert "Provider corp (corp)" in out
+    assert "  command       ./print-token.sh\n" in out
+    assert f"  cwd           {home / 'tools'}\n" in out
+    assert "provider-token" not in out
     code, _, err = await _run("--home", str(home), "--provider", "nope", "token")
     assert code == 1
     assert err.startswith("aioscopedauth: No provider 'nope' in ")
