@@ -158,6 +158,10 @@ class _Shared:
     failure: _Failure | None = None
     inflight: _InFlight | None = None
     loading: asyncio.Task[tuple[Auth | None, int]] | None = None
+    unsaved: tuple[AuthDotJson, AuthDotJson] | None = None
+    """(replaced, refreshed): tokens a refresh got but could not save (a full disk). Until a
+    save works, a read that finds the replaced payload gets the refreshed one instead, so a
+    spent refresh token is never brought back from disk."""
     due: tuple[Auth | None, float | None] = (None, None)
     """The snapshot last checked for staleness and when it becomes stale (epoch seconds):
     decoding the access token once per snapshot keeps it off every request's path."""
@@ -429,6 +433,8 @@ class AuthManager:
         if loaded is None:
             return None
         header = shared.oauth.account_header
+        if shared.unsaved is not None and loaded.data == shared.unsaved[0]:
+            loaded = attrs.evolve(loaded, data=shared.unsaved[1])
         if loaded.origin == "env":
             assert loaded.data.openai_api_key is not None  # noqa: S101 -- env keys are non-blank
             return Auth(AuthMode.API_KEY, loaded.data.openai_api_key, account_header=header)
@@ -766,6 +772,7 @@ class AuthManager:
             if expected.mode is AuthMode.CHATGPT_AUTH_TOKENS:
                 return await self._refresh_host_tokens(expected)
             async with shared.store.lock():
+                await self._save_unsaved()
                 stored = await self._load()
                 if shared.snapshot != expected:
                     return True  # replaced in this process while we read (a login, a reload)
@@ -784,6 +791,24 @@ class AuthManager:
                     self._set(stored, "reload")
                     return True
                 return await self._spend_refresh_token(expected)
+
+    async def _save_unsaved(self) -> None:
+        shared = self._shared
+        if shared.unsaved is None:
+            return
+        replaced, refreshed = shared.unsaved
+        current = await shared.store.load()
+        if current != replaced:
+            # Someone else (another process, a login) wrote since: theirs is newer.
+            shared.unsaved = None
+            return
+        try:
+            await shared.store.save(refreshed)
+        except StorageError as exc:
+            logger.error("Still cannot save the refreshed tokens: %s", exc)  # noqa: TRY400
+        else:
+            shared.unsaved = None
+            logger.info("Saved the refreshed tokens that could not be saved before")
 
     async def _spend_refresh_token(self, expected: Auth) -> bool:
         shared = self._shared
@@ -810,7 +835,19 @@ class AuthManager:
             msg = f"Failed to refresh token: the token endpoint returned a bad id token ({exc})"
             raise TransientRefreshError(msg) from exc
         target = shared.memory if data.resolved_mode is AuthMode.CHATGPT_AUTH_TOKENS else None
-        await (target or shared.store).save(merged)
+        try:
+            await (target or shared.store).save(merged)
+        except StorageError as exc:
+            # The endpoint already rotated the refresh token: dropping the answer would log
+            # the user out. Keep it in memory and save it on the next refresh.
+            shared.unsaved = (data, merged)
+            logger.error(  # noqa: TRY400 -- the message says it all; no traceback wanted
+                "Refreshed, but could not save the new tokens (%s); keeping them in memory "
+                "and saving them again on the next refresh",
+                exc,
+            )
+        else:
+            shared.unsaved = None
         # The answer is "does the caller now have other auth", not "did this call change the
         # snapshot": a reload that read the saved file while the save finished may have set it.
         self._set(Auth.from_data(merged, account_header=shared.oauth.account_header), "refresh")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import keyring.backend
 import keyring.errors
 
-from aioscopedauth import AuthDotJson, FileAuthStore
+from aioscopedauth import AuthDotJson, FileAuthStore, StorageError
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -97,6 +97,7 @@ class GatedFileStore:
         self.inner = FileAuthStore(home)
         self.hold_next_load = False
         self.hold_next_save = False
+        self.failing_saves = 0
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
 
@@ -113,6 +114,12 @@ class GatedFileStore:
         return data
 
     async def save(self, data: AuthDotJson) -> None:
+        if self.failing_saves:
+            # A full disk cannot be made in a test and root ignores file modes, so this one
+            # failure is injected; every other save is the real file store's.
+            self.failing_saves -= 1
+            msg = f"Could not write {self.inner.path}: No space left on device."
+            raise StorageError(msg, path=self.inner.path)
         await self.inner.save(data)
         if self.hold_next_save:
             self.hold_next_save = False

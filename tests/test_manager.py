@@ -863,3 +863,30 @@ async def test_bearer_source_with_an_unsendable_token_gives_none(
 async def test_host_tokens_with_a_line_break_are_refused(manager: AuthManager) -> None:
     with pytest.raises(AuthDataError, match="line break"):
         await manager.login_with_tokens(make_id_token() + "\nX: 1", "org")
+
+
+async def test_a_refresh_that_cannot_be_saved_keeps_the_new_tokens(
+    home: Path, oauth: OAuthConfig, server: FakeAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    login = server.login()
+    write_auth_json(home, login)
+    store = GatedFileStore(home)
+    async with AuthManager(store, oauth) as manager:
+        await manager.auth()
+        store.failing_saves = 1
+        assert await manager.refresh_token() is True
+        assert "could not save the new tokens" in caplog.text
+        refreshed = manager.auth_cached()
+        assert refreshed is not None
+        assert server.is_valid_access_token(refreshed.token)
+        assert _stored(home) == login  # the disk still has the spent refresh token
+        # A reload reads the old payload from disk but keeps the refreshed tokens.
+        assert await manager.reload() is False
+        assert manager.auth_cached() == refreshed
+        # The next refresh first saves what it kept, then spends the new refresh token.
+        assert await manager.refresh_token() is True
+        stored = _stored(home)
+        assert stored.tokens is not None
+        assert stored.tokens.access_token == manager.auth_cached().token  # type: ignore[union-attr]
+    assert server.reuse_answers == 0
+    assert server.refreshes == 2
