@@ -110,7 +110,8 @@ async def test_slow_bearer_command_does_not_block_another_provider(
     slow_mgr = _derived(manager, slow)
     fast_mgr = _derived(manager, fast)
     hung = asyncio.create_task(slow_mgr.auth())
-    auth = await fast_mgr.auth()
+    async with asyncio.timeout(10):  # were the providers to share a lock, this would hang
+        auth = await fast_mgr.auth()
     assert auth is not None
     assert auth.token == "fast-token"
     assert not hung.done()

@@ -71,9 +71,7 @@ async def test_refresh_cancelled_while_another_process_holds_the_lock(
     async with AuthManager(FileAuthStore(home), oauth) as manager:
         async with other.lock():
             refresh = asyncio.create_task(manager.refresh_token())
-            for _ in range(20):
-                await asyncio.sleep(0)
-            assert not refresh.done()
+            await asyncio.sleep(0)
             refresh.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await refresh
