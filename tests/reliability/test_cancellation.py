@@ -71,7 +71,10 @@ async def test_refresh_cancelled_while_another_process_holds_the_lock(
     async with AuthManager(FileAuthStore(home), oauth) as manager:
         async with other.lock():
             refresh = asyncio.create_task(manager.refresh_token())
-            await asyncio.sleep(0)
+            async with asyncio.timeout(10):
+                # Until the refresh task exists: it is then waiting for the other's lock.
+                while manager._shared.inflight is None:
+                    await asyncio.sleep(0)
             refresh.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await refresh
