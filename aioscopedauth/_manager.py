@@ -663,7 +663,7 @@ class AuthManager:
                 adopted without calling the token endpoint.
 
         Returns:
-            Whether the auth changed.
+            Whether the manager now holds other auth than the rejected one (``True`` on success).
 
         Raises:
             RefreshTokenFailedError: Refused for good, or a failure already recorded for it.
@@ -700,7 +700,8 @@ class AuthManager:
         Host-supplied tokens are refreshed through the host's source; API keys are left alone.
 
         Returns:
-            Whether the snapshot changed.
+            ``True`` when the manager now holds other auth (refreshed or adopted); ``False``
+            for API keys and when logged out.
 
         Raises:
             RefreshTokenFailedError: Permanently refused (log in again); also when the stored
