@@ -11,13 +11,17 @@ import keyring
 import pytest
 
 import aioscopedauth
-from aioscopedauth import AuthError, AuthManager, FileAuthStore, OAuthConfig
-from aioscopedauth.testing import FakeAuthServer, forget_issued_secrets, issued_secrets
+from aioscopedauth import AuthManager, FileAuthStore, OAuthConfig
 
 from support import CANARIES, HangingKeyring, MemoryKeyring
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+    from aioscopedauth.testing import FakeAuthServer
+    from aioscopedauth.testing.plugin import LeakGuard
+
+pytest_plugins = ["pytester"]
 
 if os.environ.get("AIOSCOPEDAUTH_REQUIRE_INSTALLED") == "1":
     # nox runs the suite against the built wheel; importing the checkout would hide packaging bugs.
@@ -27,57 +31,11 @@ if os.environ.get("AIOSCOPEDAUTH_REQUIRE_INSTALLED") == "1":
         raise RuntimeError(msg)
 
 
-class _LeakRecorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.texts: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.exc_info:
-            text += logging.Formatter().formatException(record.exc_info)
-        self.texts.append(text)
-
-
 @pytest.fixture(autouse=True)
-def leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fail any test whose log records or raised errors contain a secret.
-
-    Secrets are the planted canaries and every token a FakeAuthServer issued during the test.
-    Every log record of the library is captured at DEBUG level, and every AuthError the library
-    constructs is recorded, including the ones a test catches with pytest.raises.
-    """
-    forget_issued_secrets()
-    recorder = _LeakRecorder()
-    # aiohttp reports an unclosed session or connector through asyncio's logger, not a warning.
-    unclosed = _LeakRecorder()
-    asyncio_logger = logging.getLogger("asyncio")
-    asyncio_logger.addHandler(unclosed)
-    library_logger = logging.getLogger("aioscopedauth")
-    previous_level = library_logger.level
-    library_logger.addHandler(recorder)
-    library_logger.setLevel(logging.DEBUG)
-    errors: list[str] = []
-    original_init = AuthError.__init__
-
-    # Not a mock: the real __init__ runs; this only observes each message, because an error a
-    # test catches never reaches a report that could be scanned otherwise.
-    def observing_init(self: AuthError, *args: object) -> None:
-        original_init(self, *args)
-        errors.append(" ".join(str(a) for a in args))
-
-    monkeypatch.setattr(AuthError, "__init__", observing_init)
-    try:
-        yield
-    finally:
-        asyncio_logger.removeHandler(unclosed)
-        library_logger.removeHandler(recorder)
-        library_logger.setLevel(previous_level)
-    assert not [t for t in unclosed.texts if "Unclosed" in t], unclosed.texts
-    secrets = set(CANARIES) | issued_secrets()
-    for text in recorder.texts + errors:
-        leaked = [s for s in secrets if s in text]
-        assert not leaked, f"a secret leaked into a log record or error: {text[:200]!r}"
+def leak_guard(auth_leak_guard: LeakGuard) -> LeakGuard:
+    """Guard every test with the kit's leak guard, with our canaries planted."""
+    auth_leak_guard.plant(*CANARIES)
+    return auth_leak_guard
 
 
 @pytest.fixture

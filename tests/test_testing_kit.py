@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -25,10 +25,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    import pytest
+
 
 async def _refresh(
     server: FakeAuthServer, token: str, client_id: str = "test-client"
-) -> tuple[int, dict]:  # type: ignore[type-arg]
+) -> tuple[int, dict[str, Any]]:
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -157,3 +159,44 @@ async def test_expired_refresh_tokens(fake_auth_server: FakeAuthServer) -> None:
     fresh = fake_auth_server.login()
     assert fresh.tokens is not None
     assert (await _refresh(fake_auth_server, fresh.tokens.refresh_token))[0] == 200
+
+
+def test_leak_guard_fails_tests_that_leak(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(autouse=True)
+        def guard(auth_leak_guard):
+            auth_leak_guard.plant("PLANTED-SECRET-123")
+            return auth_leak_guard
+        """
+    )
+    pytester.makepyfile(
+        """
+        import logging
+
+        import aiohttp
+        from aioscopedauth import StorageError
+        from aioscopedauth.testing import FakeAuthServer
+
+        def test_clean():
+            logging.getLogger("aioscopedauth.app").debug("nothing secret here")
+
+        def test_planted_secret_in_a_log():
+            logging.getLogger("aioscopedauth.app").debug("key %s", "PLANTED-SECRET-123")
+
+        def test_planted_secret_in_a_caught_error():
+            try:
+                raise StorageError("oops PLANTED-SECRET-123")
+            except StorageError:
+                pass
+
+        def test_issued_token_in_a_log():
+            login = FakeAuthServer().login()
+            logging.getLogger("aioscopedauth.app").info("%s", login.tokens.refresh_token)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, errors=3)
+    result.stdout.fnmatch_lines(["*a secret leaked into a log record or error*"])

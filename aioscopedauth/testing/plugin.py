@@ -6,24 +6,31 @@ Fixtures (none is autouse; each is available once aioscopedauth is installed):
 * ``fake_oauth_config``: an :class:`~aioscopedauth.OAuthConfig` for it (no failure backoff).
 * ``codex_home``: a fresh Codex home folder (not created yet) under ``tmp_path``.
 * ``token_script``: a factory, ``token_script("tok-1", "tok-2")``, for a real bearer script.
+* ``auth_leak_guard``: fails the test if a log record of the library, or any
+  :class:`~aioscopedauth.AuthError` constructed during it (even one the test catches), contains
+  a token a :class:`FakeAuthServer` issued or a value planted with ``auth_leak_guard.plant(...)``,
+  or if an aiohttp session was left unclosed. Make it autouse in your ``conftest.py`` to guard
+  every test.
 
 The async fixture needs pytest-asyncio (any mode).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
 
+from aioscopedauth._errors import AuthError
 from aioscopedauth._oauth import OAuthConfig
 
 from ._scripts import TokenScript, write_token_script
-from ._server import FakeAuthServer
+from ._server import FakeAuthServer, forget_issued_secrets, issued_secrets
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
 try:
@@ -33,7 +40,14 @@ try:
 except ImportError:  # pragma: no cover - without pytest-asyncio the async fixture is unusable
     _async_fixture = pytest.fixture  # type: ignore[assignment]  # same call shape
 
-__all__ = ["codex_home", "fake_auth_server", "fake_oauth_config", "token_script"]
+__all__ = [
+    "LeakGuard",
+    "auth_leak_guard",
+    "codex_home",
+    "fake_auth_server",
+    "fake_oauth_config",
+    "token_script",
+]
 
 
 @_async_fixture
@@ -66,3 +80,73 @@ def token_script(tmp_path: Path) -> Callable[..., TokenScript]:
         return write_token_script(tmp_path / f"token-script-{next(counter)}", *lines)
 
     return make
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.texts.append(text)
+
+
+class LeakGuard:
+    """What ``auth_leak_guard`` watches; plant your own secrets with :meth:`plant`."""
+
+    def __init__(self) -> None:
+        """Start with no planted secret."""
+        self.planted: set[str] = set()
+        self.logs = _Recorder()
+        self.asyncio_logs = _Recorder()
+        self.errors: list[str] = []
+
+    def plant(self, *secrets: str) -> None:
+        """Add values that must never appear in a log record or an error.
+
+        Args:
+            *secrets: The values (API keys, tokens, command outputs).
+        """
+        self.planted.update(s for s in secrets if s)
+
+    def check(self) -> None:
+        """Fail if a secret leaked or an aiohttp session was left unclosed."""
+        unclosed = [t for t in self.asyncio_logs.texts if "Unclosed" in t]
+        assert not unclosed, f"unclosed aiohttp resources: {unclosed}"  # noqa: S101 -- pytest
+        secrets = self.planted | issued_secrets()
+        for text in self.logs.texts + self.errors:
+            leaked = any(secret in text for secret in secrets)
+            assert not leaked, f"a secret leaked into a log record or error: {text[:200]!r}"  # noqa: S101 -- pytest
+
+
+@pytest.fixture
+def auth_leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[LeakGuard]:
+    """Fail the test if a secret reaches a log record or an error; see :class:`LeakGuard`."""
+    forget_issued_secrets()
+    guard = LeakGuard()
+    library_logger = logging.getLogger("aioscopedauth")
+    # aiohttp reports an unclosed session or connector through asyncio's logger, not a warning.
+    asyncio_logger = logging.getLogger("asyncio")
+    previous_level = library_logger.level
+    library_logger.addHandler(guard.logs)
+    library_logger.setLevel(logging.DEBUG)
+    asyncio_logger.addHandler(guard.asyncio_logs)
+    original_init = AuthError.__init__
+
+    # Not a mock: the real __init__ runs. This only observes each message, because an error a
+    # test catches never reaches a report that could be scanned otherwise.
+    def observing_init(self: AuthError, *args: object) -> None:
+        original_init(self, *args)
+        guard.errors.append(" ".join(str(a) for a in args))
+
+    monkeypatch.setattr(AuthError, "__init__", observing_init)
+    try:
+        yield guard
+    finally:
+        asyncio_logger.removeHandler(guard.asyncio_logs)
+        library_logger.removeHandler(guard.logs)
+        library_logger.setLevel(previous_level)
+    guard.check()
