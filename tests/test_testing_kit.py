@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -23,7 +24,6 @@ from aioscopedauth.testing import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     import pytest
 
@@ -162,16 +162,9 @@ async def test_expired_refresh_tokens(fake_auth_server: FakeAuthServer) -> None:
 
 
 def test_leak_guard_fails_tests_that_leak(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
-        import pytest
-
-        @pytest.fixture(autouse=True)
-        def guard(auth_leak_guard):
-            auth_leak_guard.plant("PLANTED-SECRET-123")
-            return auth_leak_guard
-        """
-    )
+    # The conftest is the one the testing how-to shows.
+    example = Path(__file__).parent.parent / "docs" / "examples" / "leak_guard_conftest.py"
+    pytester.makeconftest(example.read_text())
     pytester.makepyfile(
         """
         import logging
