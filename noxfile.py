@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
+import sys
 import tempfile
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
-nox.options.error_on_missing_interpreters = True
-
 ROOT = pathlib.Path(__file__).parent
+CODEX_VERSION = "0.169.0"
+"""The Codex CLI the interop suite runs against (pinned: its behaviour is what is tested)."""
+CODEX_CACHE = pathlib.Path(
+    os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"),
+    "aioscopedauth",
+    f"codex-{CODEX_VERSION}",
+)
+CODEX_BINARY = "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+if shutil.which("npm"):
+    nox.options.sessions.append("interop")
+elif not {"-s", "--session", "--sessions", "-e", "-l", "--list"} & set(sys.argv):
+    print(  # noqa: T201 -- the one line the default run shows
+        "nox: interop suite skipped: npm is not on PATH (it installs "
+        f"@openai/codex@{CODEX_VERSION}; run `nox -s interop` where npm is)",
+        file=sys.stderr,
+    )
+nox.options.error_on_missing_interpreters = True
 
 
 def _build_wheel(session: nox.Session) -> str:
@@ -31,8 +49,35 @@ def tests(session: nox.Session) -> None:
     # The conftest refuses to run when the package would be imported from the checkout.
     session.run(
         "pytest",
+        "--ignore=tests/interop",
         *session.posargs,
         env={"AIOSCOPEDAUTH_REQUIRE_INSTALLED": "1"},
+    )
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """Interop tests against the real Codex CLI (pinned npm package), on one shared home."""
+    npm = shutil.which("npm")
+    if npm is None:
+        session.error(f"npm is needed to install @openai/codex@{CODEX_VERSION}")
+    binary = CODEX_CACHE / CODEX_BINARY
+    if not binary.is_file():
+        CODEX_CACHE.mkdir(parents=True, exist_ok=True)
+        session.run(
+            npm, "install", "--prefix", str(CODEX_CACHE), "--no-audit", "--no-fund",
+            "--loglevel=error", f"@openai/codex@{CODEX_VERSION}",
+            external=True,
+        )  # fmt: skip
+    if not binary.is_file():
+        session.error(f"the npm package did not ship the Linux binary at {binary}")
+    wheel = _build_wheel(session)
+    session.install(f"aioscopedauth[test] @ file://{wheel}")
+    session.run(
+        "pytest",
+        "tests/interop",
+        *session.posargs,
+        env={"AIOSCOPEDAUTH_REQUIRE_INSTALLED": "1", "AIOSCOPEDAUTH_CODEX_BIN": str(binary)},
     )
 
 

@@ -6,6 +6,7 @@ inside an aiohttp client middleware. See the documentation for the tour.
 """
 
 from ._command import CommandBearerRefresher, ProviderAuthCommand, parse_command_output
+from ._commit import CommitResult
 from ._config import ProviderInfo, load_providers, manager_for_provider
 from ._errors import (
     AuthDataError,
@@ -60,6 +61,7 @@ __all__ = [
     "ChatgptMetadata",
     "CommandBearerRefresher",
     "CommandError",
+    "CommitResult",
     "ConfigError",
     "ExternalAuthTokens",
     "ExternalRefresher",

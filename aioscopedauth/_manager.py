@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import aiohttp
 import attrs
 
+from ._commit import refreshed_payload
 from ._errors import (
     AuthDataError,
     AuthError,
@@ -58,6 +59,9 @@ logger = logging.getLogger("aioscopedauth.manager")
 ForcedLoginMethod = Literal["api", "chatgpt"]
 ChangeReason = Literal["load", "reload", "refresh", "login", "logout", "workspace", "external"]
 _CHANGE_QUEUE_LIMIT = 256
+_WINNER_POLL_FIRST = 0.02
+_WINNER_POLL_MAX = 0.2
+"""How often the store is re-read while waiting for another writer's tokens after a reuse."""
 
 
 def _now() -> datetime:
@@ -769,19 +773,22 @@ class AuthManager:
                 return True
             known = self._known_failure(expected)
             if known is not None:
+                # A failure recorded for a snapshot must not outlive a change of the store:
+                # another process (or Codex) may have logged in or refreshed since.
+                if await self._adopt_stored_change(expected):
+                    return True
                 raise known
             if expected.mode is AuthMode.CHATGPT_AUTH_TOKENS:
                 return await self._refresh_host_tokens(expected)
+            # Our refresh lock, which Codex never takes: it serialises our processes' refreshes
+            # (read, spend, commit) without ever delaying a Codex write.
             async with shared.store.lock():
                 await self._save_unsaved()
                 stored = await self._load()
                 if shared.snapshot != expected:
                     return True  # replaced in this process while we read (a login, a reload)
-                if stored is None or stored.account_id != expected.account_id:
-                    logger.info(
-                        "Skipping auth reload: the stored account is %s, not the one in use",
-                        "unknown" if stored is None else (stored.account_id or "unknown"),
-                    )
+                if not _same_login(stored, expected):
+                    self._skip_other_account(stored)
                     error = RefreshTokenFailedError(
                         RefreshFailureReason.OTHER, ACCOUNT_MISMATCH_MESSAGE
                     )
@@ -793,20 +800,39 @@ class AuthManager:
                     return True
                 return await self._spend_refresh_token(expected)
 
+    @staticmethod
+    def _skip_other_account(stored: Auth | None) -> None:
+        logger.info(
+            "Skipping auth reload: the stored account is %s, not the one in use",
+            "unknown" if stored is None else (stored.account_id or "unknown"),
+        )
+
+    async def _adopt_stored_change(self, expected: Auth) -> bool:
+        """Adopt the store's login if it changed since ``expected`` (same account: new tokens)."""
+        try:
+            stored, version = await self._load_coalesced()
+        except StorageError:
+            return False
+        shared = self._shared
+        if shared.version != version or shared.snapshot != expected:
+            return True  # changed in this process while we read
+        if stored == expected or not _same_login(stored, expected):
+            return False
+        logger.info("Adopting the tokens another process saved since the failed refresh")
+        self._set(stored, "reload")
+        return True
+
     async def _save_unsaved(self) -> None:
         shared = self._shared
         if shared.unsaved is None:
             return
         replaced, refreshed = shared.unsaved
-        current = await shared.store.load()
-        if current != replaced:
-            # Someone else (another process, a login) wrote since: theirs is newer.
-            shared.unsaved = None
-            return
         try:
-            await shared.store.save(refreshed)
+            # Compare-and-swap: only over the payload the refresh replaced. If someone else
+            # (another process, a login) wrote since, theirs is newer and is kept.
+            await shared.store.update(lambda current: refreshed if current == replaced else current)
         except StorageError as exc:
-            logger.error("Still cannot save the refreshed tokens: %s", exc)  # noqa: TRY400
+            logger.warning("Still cannot save the refreshed tokens: %s", exc)
         else:
             shared.unsaved = None
             logger.info("Saved the refreshed tokens that could not be saved before")
@@ -817,27 +843,41 @@ class AuthManager:
         if data is None or data.tokens is None:
             msg = "Token data is not available."
             raise TransientRefreshError(msg)
+        spent = data.tokens.refresh_token
         logger.info("Refreshing token")
         try:
-            answer = await request_token_refresh(
-                self._http(), shared.oauth, data.tokens.refresh_token
-            )
-        except (RefreshTokenFailedError, TransientRefreshError) as exc:
+            answer = await request_token_refresh(self._http(), shared.oauth, spent)
+        except RefreshTokenFailedError as exc:
+            # Final only after a look at the store: whoever spent the token first (another of
+            # our processes, or Codex, which spends before it locks) may be about to save.
+            if await self._look_for_winner(expected, exc):
+                return True
             self._record_failure(expected, exc)
             raise
-        try:
-            merged = data.with_refreshed_tokens(
+        except TransientRefreshError as exc:
+            self._record_failure(expected, exc)
+            raise
+
+        def merge(stored: AuthDotJson) -> AuthDotJson:
+            return stored.with_refreshed_tokens(
                 id_token=answer.id_token,
                 access_token=answer.access_token,
                 refresh_token=answer.refresh_token,
                 now=_now(),
             )
+
+        try:
+            merged = merge(data)
         except AuthDataError as exc:
             msg = f"Failed to refresh token: the token endpoint returned a bad id token ({exc})"
             raise TransientRefreshError(msg) from exc
         target = shared.memory if data.resolved_mode is AuthMode.CHATGPT_AUTH_TOKENS else None
         try:
-            await (target or shared.store).save(merged)
+            # Codex's commit protocol, held for milliseconds: the new tokens are written only
+            # if the store still holds the refresh token just spent.
+            result = await (target or shared.store).update(
+                lambda current: refreshed_payload(current, spent, merge)
+            )
         except StorageError as exc:
             # The endpoint already rotated the refresh token: dropping the answer would log
             # the user out. Keep it in memory and save it on the next refresh.
@@ -847,12 +887,64 @@ class AuthManager:
                 "and saving them again on the next refresh",
                 exc,
             )
-        else:
-            shared.unsaved = None
-        # The answer is "does the caller now have other auth", not "did this call change the
-        # snapshot": a reload that read the saved file while the save finished may have set it.
-        self._set(Auth.from_data(merged, account_header=shared.oauth.account_header), "refresh")
-        return True
+            self._set(self._auth_for(merged), "refresh")
+            return True
+        shared.unsaved = None
+        if result.written:
+            # The answer is "does the caller now have other auth", not "did this call change
+            # the snapshot": a reload that read the saved file meanwhile may have set it.
+            self._set(self._auth_for(result.after), "refresh")
+            return True
+        # Someone wrote the login after we read it: a logout, a new login, or another writer's
+        # tokens. Theirs wins; the answer to our spent token is dropped.
+        logger.info("Kept the login another process saved during the refresh; not writing ours")
+        return self._adopt_after_spend(expected, self._auth_for(result.after))
+
+    def _auth_for(self, data: AuthDotJson | None) -> Auth | None:
+        if data is None:
+            return None
+        try:
+            return Auth.from_data(data, account_header=self._shared.oauth.account_header)
+        except AuthDataError:
+            return None
+
+    def _adopt_after_spend(self, expected: Auth, stored: Auth | None) -> bool:
+        """Adopt what the store holds after our refresh token was spent; raise if it is gone."""
+        self._set(stored, "reload")
+        if _same_login(stored, expected):
+            return True
+        self._skip_other_account(stored)
+        raise RefreshTokenFailedError(RefreshFailureReason.OTHER, ACCOUNT_MISMATCH_MESSAGE)
+
+    async def _look_for_winner(self, expected: Auth, error: RefreshTokenFailedError) -> bool:
+        """Wait (boundedly) for the tokens of whoever spent our refresh token first.
+
+        Returns:
+            Whether other auth was adopted.
+
+        Raises:
+            RefreshTokenFailedError: The store now holds no login or another account.
+        """
+        shared = self._shared
+        grace = 0.0
+        if error.reason is RefreshFailureReason.EXHAUSTED:
+            grace = shared.oauth.reuse_grace.total_seconds()
+        deadline = time.monotonic() + grace
+        delay = _WINNER_POLL_FIRST
+        while True:
+            try:
+                stored = await self._load()
+            except StorageError:
+                stored = expected  # unreadable right now: as if unchanged, look again
+            if shared.snapshot != expected:
+                return True  # replaced in this process meanwhile (a login, a logout)
+            if stored != expected:
+                logger.info("The refresh token was spent by another process; using its tokens")
+                return self._adopt_after_spend(expected, stored)
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _WINNER_POLL_MAX)
 
     async def _refresh_host_tokens(self, expected: Auth) -> bool:
         shared = self._shared
@@ -906,6 +998,13 @@ def _retrieve_exception(task: asyncio.Task[Any]) -> None:
     # "exception was never retrieved" (the error was already raised to whoever was waiting).
     if not task.cancelled():
         task.exception()
+
+
+def _same_login(stored: Auth | None, expected: Auth) -> bool:
+    """Whether ``stored`` is a ChatGPT login of the account ``expected`` belongs to."""
+    return (
+        stored is not None and stored.mode.is_chatgpt and stored.account_id == expected.account_id
+    )
 
 
 def _expired(auth: Auth) -> bool:

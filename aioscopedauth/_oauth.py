@@ -91,6 +91,11 @@ class OAuthConfig:
         failure_backoff: After a transient failure, how long a refresh of the same token fails
             fast with the same error instead of calling the endpoint again (``0`` retries at
             once). Keeps a storm of requests from hammering an endpoint that is down.
+        reuse_grace: After the endpoint refuses a refresh token as already used, how long to
+            keep looking at the store for the tokens of whoever spent it first before the
+            failure is final. Codex 0.169 spends its refresh token before it takes any lock
+            and gives up its commit after about 5 s, so its new tokens can land seconds after
+            our refusal; the default waits a little longer than that. ``0`` looks once.
     """
 
     token_url: str
@@ -100,6 +105,7 @@ class OAuthConfig:
     max_age: timedelta = attrs.field(default=timedelta(days=8), kw_only=True)
     timeout: float = attrs.field(default=30.0, kw_only=True)
     failure_backoff: timedelta = attrs.field(default=timedelta(seconds=5), kw_only=True)
+    reuse_grace: timedelta = attrs.field(default=timedelta(seconds=6), kw_only=True)
 
     @classmethod
     def codex(cls, **overrides: Any) -> OAuthConfig:  # noqa: ANN401 -- forwarded to __init__

@@ -25,6 +25,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ._commit import REFRESH_LOCK, CommitResult, codex_commit_locks, file_lock
 from ._errors import AuthDataError, StorageError
 from ._model import AuthDotJson
 
@@ -57,17 +58,17 @@ STALE_TEMP_SECONDS = 600
 """A temp file of a save older than this was left by a process that died mid-save."""
 
 _T = TypeVar("_T")
-_LOCK_POLL_FIRST = 0.001
-_LOCK_POLL_MAX = 0.05
 
 
 @runtime_checkable
 class AuthStore(Protocol):
     """Where an ``AuthDotJson`` is persisted.
 
-    Implementations must be safe to call from any task; ``lock()`` must serialise refreshes
-    across every process that shares the store (a no-op where the store is private to one
-    process).
+    Implementations must be safe to call from any task. ``save``, ``delete`` and ``update`` are
+    atomic with respect to every other writer of the same store, in this process or another;
+    ``lock()`` must serialise refreshes across every process that shares the store (a no-op
+    where the store is private to one process) and is held across a token request, so writes
+    must not need it.
     """
 
     @property
@@ -102,6 +103,24 @@ class AuthStore(Protocol):
         """
         ...
 
+    async def update(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        """Read, decide and write as one atomic step (a compare-and-swap when ``change`` is one).
+
+        Args:
+            change: Given the stored payload (or ``None``), returns the payload to store: the
+                same object to keep it, ``None`` to remove it. It must be quick and pure.
+
+        Returns:
+            What was stored before and after, and whether this call wrote.
+
+        Raises:
+            StorageError: The stored data is unreadable (nothing is written), or the new data
+                could not be written (the old data is intact).
+        """
+        ...
+
     def lock(self) -> AbstractAsyncContextManager[None]:
         """Return an async context manager that serialises refreshes across processes."""
         ...
@@ -130,7 +149,9 @@ def _to_path(value: str | os.PathLike[str]) -> Path:
 
 async def _in_thread(func: Callable[[], _T]) -> _T:
     # Not abandoned on cancel: the call completes (atomically) and cancellation is delivered
-    # right after, so a cancelled save is either fully done or not started.
+    # right after, so a cancelled save is either fully done or not started. Saves take the
+    # commit locks around this call, so they are also ordered: a cancelled save that is still
+    # writing holds the locks until it is done, and a newer save waits for them.
     return await anyio.to_thread.run_sync(func)
 
 
@@ -142,16 +163,46 @@ def _ensure_private_dir(directory: Path) -> None:
     directory.chmod(0o700)
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
+TEMP_MARKER = "aioscopedauth-"
+"""In the name of every temp file a save creates, so the sweep never touches a user's file."""
+
+
+def _write_target(path: Path) -> tuple[Path, os.stat_result | None]:
+    """Return where a save writes (a symlink's target) and that file's status, if it exists."""
     # A symlinked auth.json (dotfile managers) is updated where it points, not replaced.
-    target = path.resolve() if path.is_symlink() else path
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.is_symlink():
+        msg = f"{path} is a symbolic link that loops or cannot be followed; fix or remove it."
+        raise StorageError(msg, path=path)
+    try:
+        status = target.stat()
+    except FileNotFoundError:
+        return target, None
+    if not stat.S_ISREG(status.st_mode):
+        what = "a folder" if stat.S_ISDIR(status.st_mode) else "not a regular file"
+        msg = (
+            f"{target} is {what}, so the login was not written there. Move it away, or point "
+            "the store at another folder."
+        )
+        raise StorageError(msg, path=path)
+    return target, status
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    target, existing = _write_target(path)
     directory = target.parent
     _ensure_private_dir(directory)
     # mkstemp creates the file 0600 in the same folder, so os.replace is atomic and the secret
     # is never readable by others, not even for an instant.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.{TEMP_MARKER}", suffix=".tmp", dir=directory
+    )
     tmp = Path(tmp_name)
     try:
+        if existing is not None and existing.st_uid != os.geteuid():
+            # Root saving another user's login keeps it theirs (a root-owned 0600 file would
+            # lock the user out of their own login).
+            os.fchown(fd, existing.st_uid, existing.st_gid)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -173,18 +224,33 @@ def _atomic_write(path: Path, payload: bytes) -> None:
 
 def _sweep_stale_temp_files(directory: Path, name: str) -> None:
     # A process killed in the middle of a save (SIGKILL, power loss) leaves its temp file
-    # behind. Remove such leftovers, but only old ones: a young temp file may belong to a save
-    # that another process is doing right now.
+    # behind. Remove such leftovers, but only ours (the marker) and only old ones: a young temp
+    # file may belong to a save that another process is doing right now.
     cutoff = time.time() - STALE_TEMP_SECONDS
-    for leftover in directory.glob(f".{name}.*.tmp"):
+    for leftover in directory.glob(f".{name}.{TEMP_MARKER}*.tmp"):
         with contextlib.suppress(OSError):
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink()
 
 
-def _read_file(path: Path, limit: int) -> tuple[int, bytes]:
-    with path.open("rb") as handle:
-        return os.fstat(handle.fileno()).st_mode, handle.read(limit)
+def _read_file(path: Path, limit: int) -> tuple[int, bytes] | None:
+    # O_NONBLOCK: opening a FIFO planted at auth.json must not block a worker thread forever;
+    # anything but a regular file is refused before a byte is read.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        if not stat.S_ISREG(mode):
+            msg = (
+                f"{path} is not a regular file (a pipe, socket or device), so it was not read. "
+                "Remove it and log in again."
+            )
+            raise StorageError(msg, path=path)
+        return mode, handle.read(limit)
 
 
 def _unlink(path: Path) -> bool:
@@ -195,56 +261,8 @@ def _unlink(path: Path) -> bool:
     return True
 
 
-def _open_lock_file(path: Path) -> int:
-    _ensure_private_dir(path.parent)
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-
 def _describe_os_error(exc: OSError) -> str:
     return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-
-
-@contextlib.asynccontextmanager
-async def _file_lock(path: Path, wait_limit: float | None) -> AsyncIterator[None]:
-    """Hold an exclusive ``flock`` on ``path``, polled so that the loop never blocks.
-
-    ``flock`` locks belong to the open file description, so two stores in one process exclude
-    each other as two processes do, and the kernel drops the lock when a holder dies: no stale
-    lock files. The lock file is never deleted (deleting it would let two holders coexist).
-    """
-    import fcntl  # noqa: PLC0415 -- POSIX only; imported where used so the module loads anywhere
-
-    try:
-        fd = await _in_thread(lambda: _open_lock_file(path))
-    except OSError as exc:
-        msg = (
-            f"Could not open the lock file {path}: {_describe_os_error(exc)}. "
-            "Check the folder's permissions."
-        )
-        raise StorageError(msg, path=path) from exc
-    try:
-        deadline = None if wait_limit is None else time.monotonic() + wait_limit
-        delay = _LOCK_POLL_FIRST
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                pass
-            if deadline is not None and time.monotonic() >= deadline:
-                msg = (
-                    f"Timed out after {wait_limit:g} s waiting for the lock {path}: another "
-                    "process is refreshing the same login. Try again."
-                )
-                raise StorageError(msg, path=path)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, _LOCK_POLL_MAX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 @attrs.define
@@ -254,12 +272,19 @@ class FileAuthStore:
     The folder is created ``0700`` and the file ``0600``; a save writes a temp file in the same
     folder, fsyncs it and renames it over the old one, so readers see the old or the new payload
     and never a torn one. A corrupt file raises :class:`StorageError` and is never overwritten by
-    a load. ``lock()`` takes ``home/auth.json.lock`` across processes.
+    a load. Every write (save, delete, :meth:`update`) follows the Codex CLI 0.169 commit
+    protocol: ``flock`` on ``home/auth.lock`` then ``home/auth.json.lock``, read, write, release
+    (milliseconds), so it never interleaves with a Codex write. ``lock()`` is the refresh lock,
+    ``home/aioscopedauth-refresh.lock``, which Codex never takes.
+
+    A save through a symlinked ``auth.json`` writes where the link points, if that is a regular
+    file (or nothing yet); a device, pipe, folder or a link loop is refused with a
+    :class:`StorageError`. An existing file keeps its owner.
 
     Args:
         home: The Codex home folder (``~/.codex`` by default in Codex).
-        lock_timeout: Seconds to wait for the cross-process lock before giving up, or ``None``
-            to wait forever.
+        lock_timeout: Seconds to wait for a lock (the refresh lock, or each of Codex's write
+            locks) before giving up with a :class:`StorageError`, or ``None`` to wait forever.
     """
 
     home: Path = attrs.field(converter=_to_path)
@@ -278,8 +303,8 @@ class FileAuthStore:
 
     @property
     def lock_path(self) -> Path:
-        """The lock file next to ``auth.json``."""
-        return self.home / (AUTH_FILE + ".lock")
+        """The refresh lock file, ``home/aioscopedauth-refresh.lock`` (Codex never takes it)."""
+        return self.home / REFRESH_LOCK
 
     async def load(self) -> AuthDotJson | None:
         """Read and parse ``auth.json``.
@@ -288,14 +313,16 @@ class FileAuthStore:
             The payload, or ``None`` when the file does not exist.
 
         Raises:
-            StorageError: The file cannot be read, is too large, or is not a valid ``auth.json``;
-                the message names the path and the problem, and the file is left as it is.
+            StorageError: The file cannot be read, is too large, is not a regular file, or is
+                not a valid ``auth.json``; the message names the path and the problem, and the
+                file is left as it is.
         """
+        return await _in_thread(self._load_now)
+
+    def _load_now(self) -> AuthDotJson | None:
         path = self.path
         try:
-            mode, raw = await _in_thread(lambda: _read_file(path, MAX_AUTH_FILE_BYTES + 1))
-        except FileNotFoundError:
-            return None
+            found = _read_file(path, MAX_AUTH_FILE_BYTES + 1)
         except IsADirectoryError as exc:
             msg = f"{path} is a folder, not a file. Remove it and log in again."
             raise StorageError(msg, path=path) from exc
@@ -305,6 +332,9 @@ class FileAuthStore:
                 "Check its owner and permissions."
             )
             raise StorageError(msg, path=path) from exc
+        if found is None:
+            return None
+        mode, raw = found
         self._check_mode(mode)
         if len(raw) > MAX_AUTH_FILE_BYTES:
             msg = (
@@ -332,6 +362,24 @@ class FileAuthStore:
                 perms,
             )
 
+    def commit_locks(self) -> AbstractAsyncContextManager[None]:
+        """Return Codex's two write locks (``auth.lock``, then ``auth.json.lock``), held together.
+
+        Hold them only around a read-decide-write (milliseconds): Codex gives up its own commit
+        after about 5 s.
+
+        Returns:
+            An async context manager; entering it may raise :class:`StorageError`.
+        """
+        return codex_commit_locks(self.home, self.lock_timeout)
+
+    def _write_error(self, exc: OSError) -> StorageError:
+        msg = (
+            f"Could not write {self.path}: {_describe_os_error(exc)}. The previous file is "
+            "intact; check free space and permissions."
+        )
+        return StorageError(msg, path=self.path)
+
     async def save(self, data: AuthDotJson) -> None:
         """Write ``auth.json`` atomically (temp file, fsync, rename), mode ``0600``.
 
@@ -341,16 +389,13 @@ class FileAuthStore:
         Raises:
             StorageError: The file could not be written; the old file is intact.
         """
-        payload = data.to_json().encode()
+        payload = _encode(data)
         path = self.path
-        try:
-            await _in_thread(lambda: _atomic_write(path, payload))
-        except OSError as exc:
-            msg = (
-                f"Could not write {path}: {_describe_os_error(exc)}. The previous file is intact; "
-                "check free space and permissions."
-            )
-            raise StorageError(msg, path=path) from exc
+        async with self.commit_locks():
+            try:
+                await _in_thread(lambda: _atomic_write(path, payload))
+            except OSError as exc:
+                raise self._write_error(exc) from exc
 
     async def delete(self) -> bool:
         """Remove ``auth.json``.
@@ -362,19 +407,63 @@ class FileAuthStore:
             StorageError: It exists but could not be removed.
         """
         path = self.path
+        async with self.commit_locks():
+            try:
+                return await _in_thread(lambda: _unlink(path))
+            except OSError as exc:
+                msg = f"Could not remove {path}: {_describe_os_error(exc)}. Remove it by hand."
+                raise StorageError(msg, path=path) from exc
+
+    async def update(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        """Read, decide and write ``auth.json`` as one step under Codex's commit locks.
+
+        Args:
+            change: Given the stored payload (or ``None``), returns the payload to store: the
+                same object to keep it, ``None`` to remove it. It runs in a worker thread
+                while the locks are held, so it must be quick and must not block.
+
+        Returns:
+            What was stored before and after, and whether this call wrote.
+
+        Raises:
+            StorageError: The stored file is unreadable or corrupt (nothing is written), or the
+                new one could not be written (the old one is intact).
+        """
+        async with self.commit_locks():
+            return await _in_thread(lambda: self._update_now(change))
+
+    def _update_now(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        before = self._load_now()
+        after = change(before)
+        if after is before:
+            return CommitResult(before, before, written=False)
         try:
-            return await _in_thread(lambda: _unlink(path))
+            if after is None:
+                _unlink(self.path)
+            else:
+                _atomic_write(self.path, _encode(after))
         except OSError as exc:
-            msg = f"Could not remove {path}: {_describe_os_error(exc)}. Remove it by hand."
-            raise StorageError(msg, path=path) from exc
+            raise self._write_error(exc) from exc
+        return CommitResult(before, after, written=True)
 
     def lock(self) -> AbstractAsyncContextManager[None]:
-        """Return the cross-process lock on ``home/auth.json.lock``.
+        """Return the refresh lock, ``home/aioscopedauth-refresh.lock``, across processes.
+
+        Codex never takes this lock, so holding it through a token request never delays a
+        Codex process; writes take Codex's own locks (see :meth:`commit_locks`).
 
         Returns:
             An async context manager; entering it may raise :class:`StorageError` on timeout.
         """
-        return _file_lock(self.lock_path, self.lock_timeout)
+        return file_lock(self.lock_path, self.lock_timeout)
+
+
+def _encode(data: AuthDotJson) -> bytes:
+    return data.to_json().encode()
 
 
 @contextlib.asynccontextmanager
@@ -387,7 +476,8 @@ class MemoryAuthStore:
     """Keeps the payload in this object only: nothing touches the disk, nothing outlives it.
 
     Used for tokens a host app supplies (``CHATGPT_AUTH_TOKENS``) and in tests. Its ``lock()``
-    is a no-op because no other process can see it.
+    is a no-op because no other process can see it; its writes are atomic because they never
+    wait.
     """
 
     _data: AuthDotJson | None = attrs.field(default=None, repr=False, alias="data")
@@ -419,6 +509,22 @@ class MemoryAuthStore:
         self._data = None
         return existed
 
+    async def update(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        """Replace the payload with ``change(payload)`` (no await in between: atomic).
+
+        Args:
+            change: Given the payload (or ``None``), returns the new one (the same object to
+                keep it, ``None`` to drop it).
+
+        Returns:
+            The payload before and after, and whether it changed.
+        """
+        before = self._data
+        self._data = change(before)
+        return CommitResult(before, self._data, written=self._data is not before)
+
     def lock(self) -> AbstractAsyncContextManager[None]:
         """Return a no-op context manager (the store is private to the process)."""
         return _no_lock()
@@ -440,10 +546,11 @@ class KeyringAuthStore:
     The entry is service ``Codex Auth``, account ``cli|`` + 16 hex chars of the home path's
     sha256, so an existing Codex keyring login is found. Keyring calls run in a worker thread and
     give up after ``timeout`` seconds (a locked desktop keyring can hang forever). A successful
-    save removes a leftover ``auth.json``; ``lock()`` is the file store's cross-process lock.
+    save removes a leftover ``auth.json``. Writes take the file store's commit locks in ``home``
+    (so they are atomic across processes); ``lock()`` is the file store's refresh lock.
 
     Args:
-        home: The Codex home folder (names the entry and holds the lock file).
+        home: The Codex home folder (names the entry and holds the lock files).
         timeout: Seconds to wait for the keyring.
         service: The keyring service name.
         account: The keyring account name; defaults to :func:`store_key` of ``home``.
@@ -458,7 +565,7 @@ class KeyringAuthStore:
     _file: FileAuthStore = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        """Create the file store used for the fallback file and the lock."""
+        """Create the file store used for the fallback file and the locks."""
         self._file = FileAuthStore(self.home)
 
     @property
@@ -508,6 +615,35 @@ class KeyringAuthStore:
             msg = f"failed to deserialize CLI auth from keyring: {exc}"
             raise StorageError(msg) from exc
 
+    async def _write_entry(self, data: AuthDotJson) -> None:
+        text = data.to_json(compact=True)
+        await self._call(
+            "failed to write OAuth tokens to keyring",
+            lambda b: b.set_password(self.service, self.account, text),
+        )
+        path = self._file.path
+        try:
+            await _in_thread(lambda: _unlink(path))
+        except OSError as exc:
+            logger.warning(
+                "Saved to the keyring but could not remove the old file %s: %s",
+                path,
+                _describe_os_error(exc),
+            )
+
+    async def _remove_entry(self) -> bool:
+        existed = await self._call(
+            "failed to delete auth from keyring",
+            lambda b: _keyring_delete(b, self.service, self.account),
+        )
+        path = self._file.path
+        try:
+            removed_file = await _in_thread(lambda: _unlink(path))
+        except OSError as exc:
+            msg = f"Could not remove {path}: {_describe_os_error(exc)}. Remove it by hand."
+            raise StorageError(msg, path=path) from exc
+        return existed or removed_file
+
     async def save(self, data: AuthDotJson) -> None:
         """Write the entry, then remove a leftover ``auth.json`` (a failure there only warns).
 
@@ -517,15 +653,8 @@ class KeyringAuthStore:
         Raises:
             StorageError: The keyring failed or timed out.
         """
-        text = data.to_json(compact=True)
-        await self._call(
-            "failed to write OAuth tokens to keyring",
-            lambda b: b.set_password(self.service, self.account, text),
-        )
-        try:
-            await self._file.delete()
-        except StorageError as exc:
-            logger.warning("Saved to the keyring but could not remove the old file: %s", exc)
+        async with self._file.commit_locks():
+            await self._write_entry(data)
 
     async def delete(self) -> bool:
         """Remove the entry and the fallback file.
@@ -536,15 +665,37 @@ class KeyringAuthStore:
         Raises:
             StorageError: The keyring failed or timed out, or the file could not be removed.
         """
-        existed = await self._call(
-            "failed to delete auth from keyring",
-            lambda b: _keyring_delete(b, self.service, self.account),
-        )
-        removed_file = await self._file.delete()
-        return existed or removed_file
+        async with self._file.commit_locks():
+            return await self._remove_entry()
+
+    async def update(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        """Read, decide and write the entry as one step under the home's commit locks.
+
+        Args:
+            change: Given the stored payload (or ``None``), returns the payload to store: the
+                same object to keep it, ``None`` to remove it.
+
+        Returns:
+            What was stored before and after, and whether this call wrote.
+
+        Raises:
+            StorageError: The keyring failed, timed out or holds a corrupt entry.
+        """
+        async with self._file.commit_locks():
+            before = await self.load()
+            after = change(before)
+            if after is before:
+                return CommitResult(before, before, written=False)
+            if after is None:
+                await self._remove_entry()
+            else:
+                await self._write_entry(after)
+            return CommitResult(before, after, written=True)
 
     def lock(self) -> AbstractAsyncContextManager[None]:
-        """Return the cross-process lock (the lock file in ``home``)."""
+        """Return the refresh lock (the file store's, in ``home``)."""
         return self._file.lock()
 
 
@@ -565,7 +716,8 @@ class AutoAuthStore:
     """The keyring when it works, else ``auth.json``: Codex's ``auto`` mode.
 
     Load tries the keyring and falls back to the file when the keyring has no entry or fails
-    (with a warning); save tries the keyring and falls back to the file when it fails.
+    (with a warning); save tries the keyring and falls back to the file when it fails. Writes
+    take the home's commit locks; ``lock()`` is the file store's refresh lock.
 
     Args:
         home: The Codex home folder.
@@ -615,6 +767,30 @@ class AutoAuthStore:
             return data
         return await self._file.load()
 
+    async def _write(self, data: AuthDotJson) -> None:
+        try:
+            await self._keyring._write_entry(data)  # noqa: SLF001 -- its unlocked half, same module
+        except StorageError as exc:
+            self._fallback("Keyring save failed, writing %s instead: %s", exc)
+            payload = _encode(data)
+            path = self._file.path
+            try:
+                await _in_thread(lambda: _atomic_write(path, payload))
+            except OSError as write_exc:
+                raise self._file._write_error(write_exc) from write_exc  # noqa: SLF001 -- same module
+
+    async def _remove(self) -> bool:
+        try:
+            return await self._keyring._remove_entry()  # noqa: SLF001 -- its unlocked half
+        except StorageError as exc:
+            self._fallback("Keyring delete failed, removing %s only: %s", exc)
+            path = self._file.path
+            try:
+                return await _in_thread(lambda: _unlink(path))
+            except OSError as rm_exc:
+                msg = f"Could not remove {path}: {_describe_os_error(rm_exc)}. Remove it by hand."
+                raise StorageError(msg, path=path) from rm_exc
+
     async def save(self, data: AuthDotJson) -> None:
         """Save to the keyring, else to the file.
 
@@ -624,11 +800,8 @@ class AutoAuthStore:
         Raises:
             StorageError: Both the keyring and the file failed.
         """
-        try:
-            await self._keyring.save(data)
-        except StorageError as exc:
-            self._fallback("Keyring save failed, writing %s instead: %s", exc)
-            await self._file.save(data)
+        async with self._file.commit_locks():
+            await self._write(data)
 
     async def delete(self) -> bool:
         """Remove the keyring entry and the file.
@@ -639,14 +812,37 @@ class AutoAuthStore:
         Raises:
             StorageError: The file could not be removed (keyring errors only warn).
         """
-        try:
-            return await self._keyring.delete()
-        except StorageError as exc:
-            self._fallback("Keyring delete failed, removing %s only: %s", exc)
-            return await self._file.delete()
+        async with self._file.commit_locks():
+            return await self._remove()
+
+    async def update(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        """Read, decide and write as one step under the home's commit locks.
+
+        Args:
+            change: Given the stored payload (or ``None``), returns the payload to store: the
+                same object to keep it, ``None`` to remove it.
+
+        Returns:
+            What was stored before and after, and whether this call wrote.
+
+        Raises:
+            StorageError: The file is corrupt or unreadable, or neither place could be written.
+        """
+        async with self._file.commit_locks():
+            before = await self.load()
+            after = change(before)
+            if after is before:
+                return CommitResult(before, before, written=False)
+            if after is None:
+                await self._remove()
+            else:
+                await self._write(after)
+            return CommitResult(before, after, written=True)
 
     def lock(self) -> AbstractAsyncContextManager[None]:
-        """Return the cross-process lock (the lock file in ``home``)."""
+        """Return the refresh lock (the file store's, in ``home``)."""
         return self._file.lock()
 
 

@@ -12,8 +12,11 @@ import keyring.errors
 from aioscopedauth import AuthDotJson, FileAuthStore, StorageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
+
+    from aioscopedauth import CommitResult
 
 CANARY_API_KEY = "sk-CANARY-apikey-7f3e9d1c"
 CANARY_ACCESS = "CANARY-access-5b2a8e4f"
@@ -125,6 +128,21 @@ class GatedFileStore:
             self.hold_next_save = False
             self.holding.set()
             await self.release.wait()
+
+    async def update(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        if self.failing_saves:
+            # The same injected full disk as save() (see there).
+            self.failing_saves -= 1
+            msg = f"Could not write {self.inner.path}: No space left on device."
+            raise StorageError(msg, path=self.inner.path)
+        result = await self.inner.update(change)
+        if self.hold_next_save:
+            self.hold_next_save = False
+            self.holding.set()
+            await self.release.wait()
+        return result
 
     async def delete(self) -> bool:
         return await self.inner.delete()

@@ -22,6 +22,7 @@ EXPECTED = {
     "ChatgptMetadata",
     "CommandBearerRefresher",
     "CommandError",
+    "CommitResult",
     "ConfigError",
     "ExternalAuthTokens",
     "ExternalRefresher",

@@ -286,7 +286,7 @@ async def test_lock_excludes_another_process(home: Path) -> None:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
-    assert _mode(home / "auth.json.lock") == 0o600
+    assert _mode(home / "aioscopedauth-refresh.lock") == 0o600
 
 
 async def _hold(store: FileAuthStore) -> str:
@@ -342,7 +342,7 @@ async def test_cancelled_lock_waiter_leaves_the_lock_free(home: Path) -> None:
     release.set()
     await hold_task
     assert await _hold(FileAuthStore(home, lock_timeout=1)) == "held"
-    assert _open_fds_to(home / "auth.json.lock") == []
+    assert _open_fds_to(home / "aioscopedauth-refresh.lock") == []
 
 
 def _open_fds_to(target: Path) -> list[Path]:
@@ -530,12 +530,15 @@ async def test_store_reprs_hold_no_secret(home: Path) -> None:
 
 async def test_save_sweeps_temp_files_left_by_a_crashed_save(home: Path) -> None:
     write_auth_json(home, AuthDotJson.for_api_key("sk-old"))
-    old_leftover = home / ".auth.json.abc123.tmp"
-    young_leftover = home / ".auth.json.def456.tmp"  # may be another process's save in flight
-    old_leftover.write_text("partial")
-    young_leftover.write_text("partial")
+    old_leftover = home / ".auth.json.aioscopedauth-abc123.tmp"
+    young_leftover = home / ".auth.json.aioscopedauth-def456.tmp"  # may be a save in flight
+    users_file = home / ".auth.json.backup.tmp"  # not ours: no marker, never swept
+    for leftover in (old_leftover, young_leftover, users_file):
+        leftover.write_text("partial")
     stale = time.time() - 3600
     os.utime(old_leftover, (stale, stale))
+    os.utime(users_file, (stale, stale))
     await FileAuthStore(home).save(AuthDotJson.for_api_key("sk-new"))
     assert not old_leftover.exists()
     assert young_leftover.exists()
+    assert users_file.read_text() == "partial"

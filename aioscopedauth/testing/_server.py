@@ -23,6 +23,7 @@ from aioscopedauth._model import AuthDotJson, AuthMode, TokenData
 from ._jwt_helpers import make_id_token, make_jwt
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
 
@@ -107,6 +108,8 @@ class FakeAuthServer:
     """Refresh requests received (every POST to the token endpoint)."""
     refreshes: int = attrs.field(default=0, init=False)
     """Refreshes that succeeded."""
+    refresh_times: list[float] = attrs.field(factory=list, init=False)
+    """When each successful refresh was answered (``time.monotonic()``), in order."""
     reuse_answers: int = attrs.field(default=0, init=False)
     """Requests that spent a refresh token that had already been spent."""
     api_hits: int = attrs.field(default=0, init=False)
@@ -127,6 +130,9 @@ class FakeAuthServer:
     """Set when a token request arrives."""
     api_always_401: bool = attrs.field(default=False, init=False)
     """Answer every API request 401."""
+    token_hook: Callable[[Any], Awaitable[None]] | None = attrs.field(default=None, init=False)
+    """Awaited with each decoded token request body before it is answered (to delay or hold
+    one client's refresh, e.g. only requests without Codex's ``refresh_reason``)."""
 
     _valid_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
     _spent_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
@@ -243,6 +249,10 @@ class FakeAuthServer:
         self._expired_refresh |= self._valid_refresh
         self._valid_refresh.clear()
 
+    def is_valid_refresh_token(self, token: str) -> bool:
+        """Whether the endpoint would accept ``token`` now (issued, not spent or revoked)."""
+        return token in self._valid_refresh
+
     def is_valid_access_token(self, token: str) -> bool:
         """Whether the API would accept ``token`` now."""
         return token in self._valid_access and _not_expired(token)
@@ -263,12 +273,15 @@ class FakeAuthServer:
         except ValueError:
             return web.json_response({"error": "invalid_request"}, status=400)
         self.token_requests.append(body)
+        if self.token_hook is not None:
+            await self.token_hook(body)
         refused = self._refuse(body)
         if refused is not None:
             return refused
         self._valid_refresh.discard(body["refresh_token"])
         self._spent_refresh.add(body["refresh_token"])
         self.refreshes += 1
+        self.refresh_times.append(time.monotonic())
         return web.json_response(
             {
                 "access_token": self._mint_access(self.account_id),

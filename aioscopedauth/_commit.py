@@ -1,0 +1,201 @@
+"""How a write reaches a shared ``auth.json``: Codex 0.169's commit protocol, and our refresh lock.
+
+A Codex home is shared with the real Codex CLI, so every write follows what Codex 0.169 does
+(``codex-0.169-interop.md``, observed with strace):
+
+1. ``flock(home/auth.lock, LOCK_EX)``: the file is created ``0666 & umask``; Codex blocks on it
+   without a timeout, we poll it for at most the store's ``lock_timeout``;
+2. ``flock(home/auth.json.lock, LOCK_EX | LOCK_NB)``, created ``0600`` and polled (Codex gives up
+   after about 5 s with "credential commit lock timed out");
+3. read ``auth.json`` again, decide, write a temp file, fsync, rename over ``auth.json``;
+4. release both.
+
+Both locks are held for milliseconds and never across a network call: a refresh spends its
+refresh token *before* the commit, exactly as Codex does. Our own processes serialise their
+refreshes with a third lock, ``home/aioscopedauth-refresh.lock``, that Codex never takes, so a
+slow token request of ours can never make Codex's commit time out.
+
+The decision taken under the commit locks is a compare-and-swap (:func:`refreshed_payload`): a
+refresh writes its new tokens only if the stored login still holds the refresh token it spent;
+otherwise a logout, a new login or another writer's newer tokens win and are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from ._errors import StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
+
+    from ._model import AuthDotJson
+
+__all__ = [
+    "CODEX_AUTH_LOCK",
+    "CODEX_COMMIT_LOCK",
+    "REFRESH_LOCK",
+    "CommitResult",
+    "codex_commit_locks",
+    "file_lock",
+    "refreshed_payload",
+]
+
+CODEX_AUTH_LOCK = "auth.lock"
+"""Codex's outer write lock (created ``0666 & umask``, taken first)."""
+CODEX_COMMIT_LOCK = "auth.json.lock"
+"""Codex's inner commit lock (created ``0600``, taken second)."""
+REFRESH_LOCK = "aioscopedauth-refresh.lock"
+"""Ours: serialises our processes' refreshes (read, spend, commit). Codex never takes it."""
+
+_LOCK_POLL_FIRST = 0.001
+_LOCK_POLL_MAX = 0.01
+"""Codex polls ``auth.json.lock`` every 10 ms; polling no slower keeps us from starving."""
+
+
+@attrs.frozen
+class CommitResult:
+    """What a conditional write found and left in a store.
+
+    Attributes:
+        before: The payload stored when the commit read it (under the locks).
+        after: The payload stored when the commit released the locks.
+        written: Whether this commit wrote (``False``: the stored payload was kept).
+    """
+
+    before: AuthDotJson | None = attrs.field(repr=False)
+    after: AuthDotJson | None = attrs.field(repr=False)
+    written: bool
+
+
+def refreshed_payload(
+    current: AuthDotJson | None,
+    spent_refresh_token: str,
+    merge: Callable[[AuthDotJson], AuthDotJson],
+) -> AuthDotJson | None:
+    """Decide what a refresh's commit stores: the compare-and-swap rule.
+
+    Args:
+        current: What the store holds now (read under the commit locks).
+        spent_refresh_token: The refresh token the refresh spent.
+        merge: Merges the token endpoint's answer into a stored payload.
+
+    Returns:
+        ``merge(current)`` when the store still holds the spent refresh token (nobody else
+        wrote the login since the refresh read it: fields another writer added are kept);
+        otherwise ``current`` itself, unchanged: a logout, a new login or another writer's
+        newer tokens win over an answer to a refresh token that is no longer stored.
+    """
+    if current is None or current.tokens is None:
+        return current
+    if current.tokens.refresh_token != spent_refresh_token:
+        return current
+    return merge(current)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
+def _open_lock_file(path: Path, mode: int) -> int:
+    directory = path.parent
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+
+
+@contextlib.asynccontextmanager
+async def file_lock(
+    path: Path, wait_limit: float | None, *, mode: int = 0o600, purpose: str = "refreshing"
+) -> AsyncIterator[None]:
+    """Hold an exclusive ``flock`` on ``path``, polled so that the event loop never blocks.
+
+    ``flock`` locks belong to the open file description, so two holders in one process exclude
+    each other as two processes do (and exclude Codex, whose locks are ``flock`` too), and the
+    kernel drops the lock when a holder dies: no stale lock files. Lock files are never deleted
+    (deleting one would let two holders coexist).
+
+    Args:
+        path: The lock file (created when missing, with ``mode`` filtered by the umask).
+        wait_limit: Seconds to wait before giving up, or ``None`` to wait forever.
+        mode: The creation mode.
+        purpose: What the other holder is doing, for the timeout message.
+
+    Yields:
+        Nothing; the lock is held inside the block.
+
+    Raises:
+        StorageError: The lock file cannot be opened, or the lock was not free in time.
+    """
+    import fcntl  # noqa: PLC0415 -- POSIX only; imported where used so the module loads anywhere
+
+    try:
+        # Shielded: a caller cancelled while the worker thread opens the file would otherwise
+        # lose the descriptor (the thread finishes, its result is dropped).
+        with anyio.CancelScope(shield=True):
+            fd = await anyio.to_thread.run_sync(lambda: _open_lock_file(path, mode))
+    except OSError as exc:
+        msg = (
+            f"Could not open the lock file {path}: {_describe_os_error(exc)}. "
+            "Check the folder's permissions (a read-only home cannot be refreshed or written)."
+        )
+        raise StorageError(msg, path=path) from exc
+    try:
+        deadline = None if wait_limit is None else time.monotonic() + wait_limit
+        delay = _LOCK_POLL_FIRST
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                msg = (
+                    f"Timed out after {wait_limit:g} s waiting for the lock {path}: another "
+                    f"process is {purpose} the same login. Try again."
+                )
+                raise StorageError(msg, path=path)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _LOCK_POLL_MAX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def codex_commit_locks(home: Path, wait_limit: float | None) -> AsyncIterator[None]:
+    """Take Codex 0.169's two write locks in its order: ``auth.lock``, then ``auth.json.lock``.
+
+    Hold them only around a read-decide-write of ``auth.json`` (milliseconds), never across a
+    network call: Codex waits on ``auth.lock`` forever and gives up on ``auth.json.lock`` after
+    about 5 s.
+
+    Args:
+        home: The Codex home folder.
+        wait_limit: Seconds to wait for each lock, or ``None`` to wait forever.
+
+    Yields:
+        Nothing; both locks are held inside the block.
+
+    Raises:
+        StorageError: A lock file cannot be opened, or a lock was not free in time (the message
+            names the lock).
+    """
+    async with (
+        file_lock(home / CODEX_AUTH_LOCK, wait_limit, mode=0o666, purpose="writing"),
+        file_lock(home / CODEX_COMMIT_LOCK, wait_limit, mode=0o600, purpose="writing"),
+    ):
+        yield

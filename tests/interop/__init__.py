@@ -1,0 +1,1 @@
+"""Interop tests against the real Codex CLI (see harness.py)."""
