@@ -18,6 +18,7 @@ from ._errors import (
     RefreshTokenFailedError,
     StorageError,
     TransientRefreshError,
+    UnsupportedLoginError,
 )
 from ._external import (
     ChatgptMetadata,
@@ -29,7 +30,7 @@ from ._external import (
 from ._jwt import IdTokenInfo, PlanType, decode_jwt_payload, jwt_expiration
 from ._manager import AuthChange, AuthChanges, AuthManager
 from ._middleware import AuthMiddleware, RecoveryEvent
-from ._model import Auth, AuthDotJson, AuthMode, TokenData
+from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, TokenData
 from ._oauth import OAuthConfig
 from ._recovery import RecoveryStep, UnauthorizedRecovery
 from ._storage import (
@@ -46,6 +47,7 @@ from ._storage import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AccountIdentity",
     "Auth",
     "AuthChange",
     "AuthChanges",
@@ -84,6 +86,7 @@ __all__ = [
     "TokenData",
     "TransientRefreshError",
     "UnauthorizedRecovery",
+    "UnsupportedLoginError",
     "__version__",
     "decode_jwt_payload",
     "jwt_expiration",

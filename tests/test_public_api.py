@@ -8,6 +8,7 @@ import aioscopedauth
 # The contract of DESIGN.md that has landed so far, plus our additions. A name leaving this list
 # is a breaking change; adding one is a deliberate act.
 EXPECTED = {
+    "AccountIdentity",
     "Auth",
     "AuthChange",
     "AuthChanges",
@@ -46,6 +47,7 @@ EXPECTED = {
     "TokenData",
     "TransientRefreshError",
     "UnauthorizedRecovery",
+    "UnsupportedLoginError",
     "__version__",
     "decode_jwt_payload",
     "jwt_expiration",
@@ -80,6 +82,7 @@ def test_exception_tree() -> None:
         aioscopedauth.ConfigError,
         aioscopedauth.CommandError,
         aioscopedauth.LoginRestrictionError,
+        aioscopedauth.UnsupportedLoginError,
         aioscopedauth.RefreshTokenFailedError,
         aioscopedauth.TransientRefreshError,
     ]
