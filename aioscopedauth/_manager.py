@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from ._errors import (
     RefreshTokenFailedError,
     StorageError,
     TransientRefreshError,
+    UnsupportedLoginError,
 )
 from ._external import (
     ExternalAuthTokens,
@@ -43,10 +45,16 @@ from ._external import (
     auth_data_from_external_tokens,
 )
 from ._jwt import jwt_expiration
-from ._model import Auth, AuthDotJson, AuthMode, is_header_safe
-from ._oauth import ACCOUNT_MISMATCH_MESSAGE, OAuthConfig, request_token_refresh, stale_at
+from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, is_header_safe
+from ._oauth import (
+    ACCOUNT_MISMATCH_MESSAGE,
+    OAuthConfig,
+    request_account_identity,
+    request_token_refresh,
+    stale_at,
+)
 from ._recovery import UnauthorizedRecovery
-from ._storage import AuthStore, MemoryAuthStore, load_auth_data
+from ._storage import AuthStore, FileAuthStore, MemoryAuthStore, load_auth_data
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -58,6 +66,7 @@ logger = logging.getLogger("aioscopedauth.manager")
 ForcedLoginMethod = Literal["api", "chatgpt"]
 ChangeReason = Literal["load", "reload", "refresh", "login", "logout", "workspace", "external"]
 _CHANGE_QUEUE_LIMIT = 256
+_IDENTITY_CACHE_LIMIT = 16
 
 
 def _now() -> datetime:
@@ -171,6 +180,9 @@ class _Shared:
     refresh would otherwise bring back the spent refresh token)."""
     refresh_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     load_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
+    identities: dict[str, AccountIdentity] = attrs.field(factory=dict, repr=False)
+    """Whoami answers by the sha256 of their personal access token: one call per token."""
+    identity_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     subscribers: set[asyncio.Queue[AuthChange | None]] = attrs.Factory(set)
 
 
@@ -366,16 +378,24 @@ class AuthManager:
         already running keep the current token instead of waiting. A failed proactive refresh is
         logged and the snapshot it had is returned.
 
+        A personal access token is never refreshed; its account comes from the whoami call
+        made when it is loaded.
+
         Returns:
             The snapshot, or ``None`` when logged out.
 
         Raises:
             StorageError: The store could not be read on the first load.
+            UnsupportedLoginError: The stored login is of a mode this library cannot send
+                requests with (``agentIdentity``, Bedrock, …); :meth:`auth_cached` and
+                :attr:`mode` still report it, and the store is left as it is.
         """
         external = self._external
         if external is not None and external.mode is AuthMode.BEARER:
             return await self._bearer_auth(external)
         snapshot = await self._current()
+        if snapshot is not None and not snapshot.mode.can_send:
+            raise UnsupportedLoginError(snapshot.mode.value, where=self._where())
         if snapshot is None or not self._is_stale(snapshot):
             return snapshot
         if self._known_failure(snapshot) is not None:
@@ -439,10 +459,42 @@ class AuthManager:
             assert loaded.data.openai_api_key is not None  # noqa: S101 -- env keys are non-blank
             return Auth(AuthMode.API_KEY, loaded.data.openai_api_key, account_header=header)
         try:
-            return Auth.from_data(loaded.data, account_header=header)
+            auth = Auth.from_data(loaded.data, account_header=header)
         except AuthDataError as exc:
             logger.warning("Stored auth has no usable credential (%s); treating as logged out", exc)
             return None
+        if auth.mode is AuthMode.PERSONAL_ACCESS_TOKEN:
+            return await self._with_identity(auth)
+        return auth
+
+    async def _with_identity(self, auth: Auth) -> Auth:
+        # Codex asks whoami each time it loads a personal access token; we ask once per token
+        # (an account does not change under a token) and serialise the calls so concurrent
+        # loads of one token make one call. A failure is not cached: the next load retries.
+        shared = self._shared
+        key = hashlib.sha256(auth.token.encode()).hexdigest()
+        async with shared.identity_lock:
+            identity = shared.identities.get(key)
+            if identity is None:
+                try:
+                    identity = await request_account_identity(
+                        self._http(), shared.oauth, auth.token
+                    )
+                except AuthError as exc:
+                    logger.warning(
+                        "Could not look up the account of the personal access token (%s); "
+                        "using it without an account id until the next load",
+                        exc,
+                    )
+                    return auth
+                if len(shared.identities) >= _IDENTITY_CACHE_LIMIT:
+                    shared.identities.pop(next(iter(shared.identities)))
+                shared.identities[key] = identity
+        return attrs.evolve(auth, account_id=identity.account_id, identity=identity)
+
+    def _where(self) -> str:
+        store = self._shared.store
+        return str(store.path) if isinstance(store, FileAuthStore) else f"the {store.kind} store"
 
     async def reload(self) -> bool:
         """Re-read the store, replacing the cached snapshot.
@@ -646,7 +698,7 @@ class AuthManager:
         stored, version = await self._load_coalesced()
         if self._shared.version != version:
             stored = self._shared.snapshot  # changed while we read: newer than what we read
-        if stored is None or stored.account_id != expected_account or not stored.mode.is_chatgpt:
+        if stored is None or not _may_adopt(stored, expected_account):
             logger.info(
                 "Skipping auth reload: the stored account is %s, not the one in use",
                 "unknown" if stored is None else (stored.account_id or "unknown"),
@@ -924,6 +976,15 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, AuthError):
         return str(exc)
     return type(exc).__name__
+
+
+def _may_adopt(stored: Auth, expected_account: str | None) -> bool:
+    """Whether recovery's reload may adopt ``stored`` for a login of ``expected_account``."""
+    if stored.mode is AuthMode.PERSONAL_ACCESS_TOKEN:
+        # A new token on disk is adopted; its account (or the rejected one's) may be unknown
+        # when whoami failed, and an unknown account is no evidence of another account.
+        return expected_account is None or stored.account_id in (None, expected_account)
+    return stored.mode.is_chatgpt and stored.account_id == expected_account
 
 
 def _restriction_violation(

@@ -324,7 +324,7 @@ class AuthDotJson:
 
     @property
     def personal_access_token(self) -> str | None:
-        """The stored personal access token (``at-…``), if any. A secret: never in ``repr``."""
+        """The stored personal access token (``at-…``), if any; a secret, never in ``repr``."""
         value = self.extra.get(PAT_FIELD)
         return value if isinstance(value, str) else None
 

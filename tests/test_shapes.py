@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
@@ -20,10 +20,7 @@ from aioscopedauth import (
     UnsupportedLoginError,
 )
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-from test_model import GOLDEN
+GOLDEN = Path(__file__).parent / "golden"
 
 # name of the golden file -> the resolved mode it logs in with
 SHAPES = {
