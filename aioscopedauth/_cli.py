@@ -24,7 +24,13 @@ from yarl import URL
 from . import __version__
 from ._config import ProviderInfo, load_providers, manager_for_provider
 from ._demo import DemoConfig, run_demo
-from ._errors import AuthDataError, AuthError, ConfigError, shown_mode_name
+from ._errors import (
+    AuthDataError,
+    AuthError,
+    ConfigError,
+    describe_login_mode,
+    shown_mode_name,
+)
 from ._jwt import jwt_expiration
 from ._manager import AuthManager
 from ._middleware import AuthMiddleware
@@ -66,8 +72,7 @@ def _mode_text(mode: AuthMode) -> str:
     text = _MODE_TEXT.get(mode)
     if text is not None:
         return text
-    name = _mode_name(mode)
-    return "an unknown login" if name == "unknown" else f"an `{name}` login"
+    return describe_login_mode(mode.value)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -103,12 +103,9 @@ class UnsupportedLoginError(AuthError):
 
     def __init__(self, mode: str, *, where: str | None = None) -> None:
         """Create the error; see the class docstring for the arguments."""
-        shown = shown_mode_name(mode)
-        name = f"`{shown}`" if shown is not None else "unknown"
-        article = "an" if name.lstrip("`")[:1].lower() in "aeiou" else "a"
         place = f"The login in {where}" if where else "This login"
         super().__init__(
-            f"{place} is {article} {name} login, which aioscopedauth cannot send requests "
+            f"{place} is {describe_login_mode(mode)}, which aioscopedauth cannot send requests "
             "with. Use the Codex CLI for it, or log in with an API key or ChatGPT."
         )
         self.mode = mode
@@ -132,6 +129,22 @@ def shown_mode_name(mode: str) -> str | None:
         The name, or ``None``.
     """
     return mode if _MODE_NAME.fullmatch(mode) else None
+
+
+def describe_login_mode(mode: str) -> str:
+    """Name a login by its mode for a message: "an `agentIdentity` login", "an unknown login".
+
+    Args:
+        mode: A mode's value as stored.
+
+    Returns:
+        The phrase (see :func:`shown_mode_name` for which names are shown).
+    """
+    shown = shown_mode_name(mode)
+    if shown is None:
+        return "an unknown login"
+    article = "an" if shown[0].lower() in "aeiou" else "a"
+    return f"{article} `{shown}` login"
 
 
 class RefreshFailureReason(enum.Enum):
