@@ -19,6 +19,7 @@ from ._errors import (
     RefreshTokenFailedError,
     StorageError,
     TransientRefreshError,
+    UnsupportedLoginError,
 )
 from ._external import (
     ChatgptMetadata,
@@ -30,7 +31,7 @@ from ._external import (
 from ._jwt import IdTokenInfo, PlanType, decode_jwt_payload, jwt_expiration
 from ._manager import AuthChange, AuthChanges, AuthManager
 from ._middleware import AuthMiddleware, RecoveryEvent
-from ._model import Auth, AuthDotJson, AuthMode, TokenData
+from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, TokenData
 from ._oauth import OAuthConfig
 from ._recovery import RecoveryStep, UnauthorizedRecovery
 from ._storage import (
@@ -47,6 +48,7 @@ from ._storage import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AccountIdentity",
     "Auth",
     "AuthChange",
     "AuthChanges",
@@ -86,6 +88,7 @@ __all__ = [
     "TokenData",
     "TransientRefreshError",
     "UnauthorizedRecovery",
+    "UnsupportedLoginError",
     "__version__",
     "decode_jwt_payload",
     "jwt_expiration",

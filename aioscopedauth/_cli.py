@@ -24,7 +24,13 @@ from yarl import URL
 from . import __version__
 from ._config import ProviderInfo, load_providers, manager_for_provider
 from ._demo import DemoConfig, run_demo
-from ._errors import AuthDataError, AuthError, ConfigError
+from ._errors import (
+    AuthDataError,
+    AuthError,
+    ConfigError,
+    describe_login_mode,
+    shown_mode_name,
+)
 from ._jwt import jwt_expiration
 from ._manager import AuthManager
 from ._middleware import AuthMiddleware
@@ -49,7 +55,24 @@ _MODE_TEXT = {
     AuthMode.CHATGPT: "ChatGPT (managed OAuth tokens)",
     AuthMode.CHATGPT_AUTH_TOKENS: "ChatGPT tokens supplied by a host app",
     AuthMode.BEARER: "a bearer token from a command",
+    AuthMode.PERSONAL_ACCESS_TOKEN: "a personal access token",
 }
+_CANNOT_SEND = (
+    "aioscopedauth cannot send requests with this login; use the Codex CLI for it, "
+    "or log in with an API key or ChatGPT"
+)
+
+
+def _mode_name(mode: AuthMode) -> str:
+    # The on-disk name; an unknown one only when it looks like a name (never a pasted key).
+    return shown_mode_name(mode.value) or "unknown"
+
+
+def _mode_text(mode: AuthMode) -> str:
+    text = _MODE_TEXT.get(mode)
+    if text is not None:
+        return text
+    return describe_login_mode(mode.value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -212,7 +235,10 @@ def _status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
                 f"{store.path} can be read by other users (mode {mode:04o}); run chmod 600"
             )
     if auth is not None:
-        facts["mode"] = auth.mode.value
+        facts["mode"] = _mode_name(auth.mode)
+        facts["supported"] = auth.mode.can_send
+        if not auth.mode.can_send:
+            facts["note"] = _CANNOT_SEND
         facts["account_id"] = auth.account_id
         facts["email"] = auth.email
         facts["plan"] = None if auth.plan_type is None else str(auth.plan_type)
@@ -276,7 +302,9 @@ def _print_login(facts: dict[str, Any], auth: Auth | None) -> None:
         print(f"Not logged in (looked in {where}).")
         return
     now = datetime.now(UTC)
-    print(f"Logged in with {_MODE_TEXT[auth.mode]}")
+    print(f"Logged in with {_mode_text(auth.mode)}")
+    if not auth.mode.can_send:
+        print(f"  {_CANNOT_SEND}.")
     rows: list[tuple[str, str]] = [("store", f"{facts['store']}: {where}")]
     for key, label in (("account_id", "account"), ("email", "email"), ("plan", "plan")):
         if facts.get(key):
@@ -355,7 +383,7 @@ async def _refresh(args: argparse.Namespace) -> int:
             print("aioscopedauth: not logged in; nothing to refresh", file=sys.stderr)
             return EXIT_AUTH
         if not before.mode.is_chatgpt:
-            print(f"Logged in with {_MODE_TEXT[before.mode]}: nothing to refresh.")
+            print(f"Logged in with {_mode_text(before.mode)}: nothing to refresh.")
             return EXIT_OK
         async with manager.changes() as changes:
             await manager.refresh_token()

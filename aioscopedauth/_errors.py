@@ -10,6 +10,7 @@ id token, or a command's output)::
     ├── ConfigError              bad provider config or bad arguments (also a ValueError)
     ├── CommandError             a bearer-token command failed, timed out or printed no token
     ├── LoginRestrictionError    the login breaks a forced method or workspace (logged out)
+    ├── UnsupportedLoginError    the login's mode is one aioscopedauth cannot send requests with
     └── RefreshError             a token refresh failed
         ├── RefreshTokenFailedError   permanent: log in again; carries a RefreshFailureReason
         └── TransientRefreshError     temporary: retry later; carries the HTTP status if any
@@ -22,6 +23,7 @@ is retried by the next request.
 from __future__ import annotations
 
 import enum
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ __all__ = [
     "RefreshTokenFailedError",
     "StorageError",
     "TransientRefreshError",
+    "UnsupportedLoginError",
 ]
 
 
@@ -84,6 +87,64 @@ class CommandError(AuthError):
 
 class LoginRestrictionError(AuthError):
     """The stored login breaks a forced login method or workspace, and was logged out."""
+
+
+class UnsupportedLoginError(AuthError):
+    """The stored login is of a mode aioscopedauth cannot send requests with.
+
+    ``agentIdentity``, ``bedrockApiKey``, ``bedrockAccessKeys``, ``headers`` and modes newer
+    than this version load and are kept unchanged, but sending a request with them needs the
+    Codex CLI. Use it for such a login, or log in with an API key or ChatGPT.
+
+    Args:
+        mode: The mode's name as stored (``auth_mode`` in ``auth.json``).
+        where: Where the login is kept (a path, or a store's name), when known.
+    """
+
+    def __init__(self, mode: str, *, where: str | None = None) -> None:
+        """Create the error; see the class docstring for the arguments."""
+        place = f"The login in {where}" if where else "This login"
+        super().__init__(
+            f"{place} is {describe_login_mode(mode)}, which aioscopedauth cannot send requests "
+            "with. Use the Codex CLI for it, or log in with an API key or ChatGPT."
+        )
+        self.mode = mode
+        self.where = where
+
+
+_MODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+
+
+def shown_mode_name(mode: str) -> str | None:
+    """Return ``mode`` when it is safe to show, else ``None``.
+
+    An unknown ``auth_mode`` is whatever the file says, and a key pasted into the wrong field
+    must not end up in a message: only identifier-like names (``agentIdentity``, up to 40
+    letters, digits and underscores) are shown. Keys and tokens carry ``-`` or ``.``.
+
+    Args:
+        mode: A mode's value as stored.
+
+    Returns:
+        The name, or ``None``.
+    """
+    return mode if _MODE_NAME.fullmatch(mode) else None
+
+
+def describe_login_mode(mode: str) -> str:
+    """Name a login by its mode for a message: "an `agentIdentity` login", "an unknown login".
+
+    Args:
+        mode: A mode's value as stored.
+
+    Returns:
+        The phrase (see :func:`shown_mode_name` for which names are shown).
+    """
+    shown = shown_mode_name(mode)
+    if shown is None:
+        return "an unknown login"
+    article = "an" if shown[0].lower() in "aeiou" else "a"
+    return f"{article} `{shown}` login"
 
 
 class RefreshFailureReason(enum.Enum):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from ._errors import (
     RefreshTokenFailedError,
     StorageError,
     TransientRefreshError,
+    UnsupportedLoginError,
 )
 from ._external import (
     ExternalAuthTokens,
@@ -44,10 +46,16 @@ from ._external import (
     auth_data_from_external_tokens,
 )
 from ._jwt import jwt_expiration
-from ._model import Auth, AuthDotJson, AuthMode, is_header_safe
-from ._oauth import ACCOUNT_MISMATCH_MESSAGE, OAuthConfig, request_token_refresh, stale_at
+from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, is_header_safe
+from ._oauth import (
+    ACCOUNT_MISMATCH_MESSAGE,
+    OAuthConfig,
+    request_account_identity,
+    request_token_refresh,
+    stale_at,
+)
 from ._recovery import UnauthorizedRecovery
-from ._storage import AuthStore, MemoryAuthStore, load_auth_data
+from ._storage import AuthStore, FileAuthStore, MemoryAuthStore, load_auth_data
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -62,6 +70,9 @@ _CHANGE_QUEUE_LIMIT = 256
 _WINNER_POLL_FIRST = 0.02
 _WINNER_POLL_MAX = 0.2
 """How often the store is re-read while waiting for another writer's tokens after a reuse."""
+_FAILURE_RECHECK = 1.0
+"""After a failed refresh, ``auth()`` looks at the store for a newer login at most this often."""
+_IDENTITY_CACHE_LIMIT = 16
 
 
 def _now() -> datetime:
@@ -137,6 +148,7 @@ class _Failure:
     auth: Auth
     error: RefreshTokenFailedError | TransientRefreshError
     until: float | None  # monotonic deadline for transient failures; None = permanent
+    checked: float = attrs.field(factory=time.monotonic)  # when the store was last looked at
 
 
 @attrs.define(eq=False)
@@ -175,6 +187,9 @@ class _Shared:
     refresh would otherwise bring back the spent refresh token)."""
     refresh_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     load_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
+    identities: dict[str, AccountIdentity] = attrs.field(factory=dict, repr=False)
+    """Whoami answers by the sha256 of their personal access token: one call per token."""
+    identity_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     subscribers: set[asyncio.Queue[AuthChange | None]] = attrs.Factory(set)
 
 
@@ -370,20 +385,35 @@ class AuthManager:
         already running keep the current token instead of waiting. A failed proactive refresh is
         logged and the snapshot it had is returned.
 
+        A personal access token is never refreshed; its account comes from the whoami call
+        made when it is loaded.
+
         Returns:
             The snapshot, or ``None`` when logged out.
 
         Raises:
             StorageError: The store could not be read on the first load.
+            UnsupportedLoginError: The stored login is of a mode this library cannot send
+                requests with (``agentIdentity``, Bedrock, …); :meth:`auth_cached` and
+                :attr:`mode` still report it, and the store is left as it is.
         """
         external = self._external
         if external is not None and external.mode is AuthMode.BEARER:
             return await self._bearer_auth(external)
         snapshot = await self._current()
+        if snapshot is not None and not snapshot.mode.can_send:
+            raise UnsupportedLoginError(snapshot.mode.value, where=self._where())
         if snapshot is None or not self._is_stale(snapshot):
             return snapshot
+        return await self._refreshed_if_possible(snapshot)
+
+    async def _refreshed_if_possible(self, snapshot: Auth) -> Auth | None:
         if self._known_failure(snapshot) is not None:
-            # Already failed for this snapshot: do not hammer the endpoint on every call.
+            # Already failed for this snapshot: do not hammer the endpoint on every call. But
+            # the failure must not outlive a change of the store (another process or Codex
+            # may have refreshed or logged in since): look at it, at most once a second.
+            if await self._recheck_after_failure(snapshot):
+                return self._shared.snapshot
             return snapshot
         inflight = self._shared.inflight
         if inflight is not None and inflight.expected == snapshot and not _expired(snapshot):
@@ -443,10 +473,42 @@ class AuthManager:
             assert loaded.data.openai_api_key is not None  # noqa: S101 -- env keys are non-blank
             return Auth(AuthMode.API_KEY, loaded.data.openai_api_key, account_header=header)
         try:
-            return Auth.from_data(loaded.data, account_header=header)
+            auth = Auth.from_data(loaded.data, account_header=header)
         except AuthDataError as exc:
             logger.warning("Stored auth has no usable credential (%s); treating as logged out", exc)
             return None
+        if auth.mode is AuthMode.PERSONAL_ACCESS_TOKEN:
+            return await self._with_identity(auth)
+        return auth
+
+    async def _with_identity(self, auth: Auth) -> Auth:
+        # Codex asks whoami each time it loads a personal access token; we ask once per token
+        # (an account does not change under a token) and serialise the calls so concurrent
+        # loads of one token make one call. A failure is not cached: the next load retries.
+        shared = self._shared
+        key = hashlib.sha256(auth.token.encode()).hexdigest()
+        async with shared.identity_lock:
+            identity = shared.identities.get(key)
+            if identity is None:
+                try:
+                    identity = await request_account_identity(
+                        self._http(), shared.oauth, auth.token
+                    )
+                except AuthError as exc:
+                    logger.warning(
+                        "Could not look up the account of the personal access token (%s); "
+                        "using it without an account id until the next load",
+                        exc,
+                    )
+                    return auth
+                if len(shared.identities) >= _IDENTITY_CACHE_LIMIT:
+                    shared.identities.pop(next(iter(shared.identities)))
+                shared.identities[key] = identity
+        return attrs.evolve(auth, account_id=identity.account_id, identity=identity)
+
+    def _where(self) -> str:
+        store = self._shared.store
+        return str(store.path) if isinstance(store, FileAuthStore) else f"the {store.kind} store"
 
     async def reload(self) -> bool:
         """Re-read the store, replacing the cached snapshot.
@@ -650,7 +712,7 @@ class AuthManager:
         stored, version = await self._load_coalesced()
         if self._shared.version != version:
             stored = self._shared.snapshot  # changed while we read: newer than what we read
-        if stored is None or stored.account_id != expected_account or not stored.mode.is_chatgpt:
+        if stored is None or not _may_adopt(stored, expected_account):
             logger.info(
                 "Skipping auth reload: the stored account is %s, not the one in use",
                 "unknown" if stored is None else (stored.account_id or "unknown"),
@@ -807,6 +869,13 @@ class AuthManager:
             "unknown" if stored is None else (stored.account_id or "unknown"),
         )
 
+    async def _recheck_after_failure(self, snapshot: Auth) -> bool:
+        failure = self._shared.failure
+        if failure is None or time.monotonic() - failure.checked < _FAILURE_RECHECK:
+            return False
+        failure.checked = time.monotonic()
+        return await self._adopt_stored_change(snapshot)
+
     async def _adopt_stored_change(self, expected: Auth) -> bool:
         """Adopt the store's login if it changed since ``expected`` (same account: new tokens)."""
         try:
@@ -909,9 +978,20 @@ class AuthManager:
             return None
 
     def _adopt_after_spend(self, expected: Auth, stored: Auth | None) -> bool:
-        """Adopt what the store holds after our refresh token was spent; raise if it is gone."""
+        """Adopt what the store holds after our refresh token was spent elsewhere or replaced.
+
+        The store wins: new tokens of the same account, a new login (of any kind) or a logout.
+
+        Returns:
+            ``True``: the manager now holds the stored login.
+
+        Raises:
+            RefreshTokenFailedError: The store holds no login any more (logged out elsewhere).
+        """
         self._set(stored, "reload")
-        if _same_login(stored, expected):
+        if stored is not None:
+            if not _same_login(stored, expected):
+                logger.info("A new login replaced the one being refreshed; using it")
             return True
         self._skip_other_account(stored)
         raise RefreshTokenFailedError(RefreshFailureReason.OTHER, ACCOUNT_MISMATCH_MESSAGE)
@@ -1023,6 +1103,15 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, AuthError):
         return str(exc)
     return type(exc).__name__
+
+
+def _may_adopt(stored: Auth, expected_account: str | None) -> bool:
+    """Whether recovery's reload may adopt ``stored`` for a login of ``expected_account``."""
+    if stored.mode is AuthMode.PERSONAL_ACCESS_TOKEN:
+        # A new token on disk is adopted; its account (or the rejected one's) may be unknown
+        # when whoami failed, and an unknown account is no evidence of another account.
+        return expected_account is None or stored.account_id in (None, expected_account)
+    return stored.mode.is_chatgpt and stored.account_id == expected_account
 
 
 def _restriction_violation(

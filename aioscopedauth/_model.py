@@ -11,12 +11,13 @@ from __future__ import annotations
 import enum
 import json
 import re
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._errors import AuthDataError
+from ._errors import AuthDataError, UnsupportedLoginError, shown_mode_name
 from ._jwt import IdTokenInfo, PlanType
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ACCOUNT_HEADER",
+    "FEDRAMP_HEADER",
+    "AccountIdentity",
     "Auth",
     "AuthDotJson",
     "AuthMode",
@@ -33,6 +36,9 @@ __all__ = [
 ]
 
 DEFAULT_ACCOUNT_HEADER = "ChatGPT-Account-ID"
+FEDRAMP_HEADER = "X-OpenAI-Fedramp"
+"""Sent as ``true`` for accounts the whoami call reports as FedRAMP accounts (as Codex does)."""
+PAT_FIELD = "personal_access_token"
 
 _TOP_KEYS = ("auth_mode", "OPENAI_API_KEY", "tokens", "last_refresh")
 _TOKEN_KEYS = ("id_token", "access_token", "refresh_token", "account_id")
@@ -42,7 +48,12 @@ _RFC3339 = re.compile(
 
 
 class AuthMode(enum.Enum):
-    """How a snapshot authenticates. The values are the strings stored in ``auth.json``."""
+    """How a snapshot authenticates. The values are the strings stored in ``auth.json``.
+
+    Any other string is a mode too: ``AuthMode("someFutureMode")`` returns a pseudo-member
+    named ``UNKNOWN`` whose value is that string (the same object for the same string), so a
+    login written by a newer Codex loads, is kept, and is reported instead of failing.
+    """
 
     API_KEY = "apikey"
     """An OpenAI API key."""
@@ -52,6 +63,47 @@ class AuthMode(enum.Enum):
     """Tokens supplied by a host app; kept in memory only, refreshed through the host."""
     BEARER = "bearer"
     """A token from an external bearer source (a command); never persisted."""
+    PERSONAL_ACCESS_TOKEN = "personalAccessToken"  # noqa: S105 -- a mode name, not a secret
+    """A personal access token (``at-…``), sent as the bearer; never refreshed."""
+    AGENT_IDENTITY = "agentIdentity"
+    """A Codex agent identity; needs signed task assertions this library does not make."""
+    BEDROCK_API_KEY = "bedrockApiKey"
+    """An Amazon Bedrock API key (Codex's app server)."""
+    BEDROCK_ACCESS_KEYS = "bedrockAccessKeys"
+    """Amazon Bedrock access keys (Codex's app server)."""
+    HEADERS = "headers"
+    """Caller-supplied request headers (named by Codex's protocol schema)."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> AuthMode | None:
+        # Only strings become modes; anything else stays a ValueError. The cache keeps one
+        # object per string, so `is` comparisons and hashing behave like real members.
+        if not isinstance(value, str):
+            return None
+        with _UNKNOWN_LOCK:
+            member = _UNKNOWN_MODES.get(value)
+            if member is None:
+                member = object.__new__(cls)
+                member._name_ = "UNKNOWN"
+                member._value_ = value
+                _UNKNOWN_MODES[value] = member
+            return member
+
+    def __repr__(self) -> str:
+        """Show the member; an unknown mode's value only when it looks like a mode name."""
+        if self.is_known or shown_mode_name(self._value_) is not None:
+            return f"<AuthMode.{self._name_}: {self._value_!r}>"
+        return "<AuthMode.UNKNOWN>"
+
+    @property
+    def is_known(self) -> bool:
+        """Whether this is one of the members above (``False`` for a pseudo-member)."""
+        return self._name_ != "UNKNOWN"
+
+    @property
+    def can_send(self) -> bool:
+        """Whether aioscopedauth can send requests with a login of this mode."""
+        return self in _SENDABLE_MODES
 
     @property
     def is_chatgpt(self) -> bool:
@@ -59,9 +111,17 @@ class AuthMode(enum.Enum):
         return self in (AuthMode.CHATGPT, AuthMode.CHATGPT_AUTH_TOKENS)
 
 
-_PERSISTED_MODES = {
-    m.value: m for m in (AuthMode.API_KEY, AuthMode.CHATGPT, AuthMode.CHATGPT_AUTH_TOKENS)
-}
+_UNKNOWN_MODES: dict[str, AuthMode] = {}
+_UNKNOWN_LOCK = threading.Lock()
+_SENDABLE_MODES = frozenset(
+    {
+        AuthMode.API_KEY,
+        AuthMode.CHATGPT,
+        AuthMode.CHATGPT_AUTH_TOKENS,
+        AuthMode.BEARER,
+        AuthMode.PERSONAL_ACCESS_TOKEN,
+    }
+)
 
 
 def parse_rfc3339(text: str) -> datetime:
@@ -223,7 +283,10 @@ class AuthDotJson:
         openai_api_key: The API key (``OPENAI_API_KEY``). Never shown in ``repr``.
         tokens: The OAuth tokens, if any.
         last_refresh: When the tokens were last refreshed (aware, UTC).
-        extra: Top-level fields this version does not know; written back unchanged.
+        extra: The other top-level fields, written back unchanged and in their order: fields
+            this version does not know, and those it reads but keeps verbatim
+            (``personal_access_token``, ``agent_identity``, ``bedrock_api_key``,
+            ``bedrock_access_keys``).
         last_refresh_text: The timestamp exactly as read, so an unchanged payload is written
             back byte for byte even when it carries nanoseconds.
     """
@@ -237,12 +300,33 @@ class AuthDotJson:
 
     @property
     def resolved_mode(self) -> AuthMode:
-        """``auth_mode`` if set; else API key when a key is stored; else ChatGPT (§1.2)."""
+        """The mode this payload logs in with, decided as Codex decides it.
+
+        ``auth_mode`` when set; else a personal access token when one is stored; else a
+        Bedrock API key, then Bedrock access keys, when stored; else an API key when
+        ``OPENAI_API_KEY`` is not null; else ChatGPT.
+        """
+        # The order follows Codex's `AuthDotJson::resolved_mode` (codex-rs/login/src/auth/
+        # manager.rs): a personal access token wins over a stale OPENAI_API_KEY, because
+        # `codex login --with-access-token` writes it next to `"OPENAI_API_KEY": null`
+        # without an `auth_mode`.
         if self.auth_mode is not None:
             return self.auth_mode
+        if self.extra.get(PAT_FIELD) is not None:
+            return AuthMode.PERSONAL_ACCESS_TOKEN
+        if self.extra.get("bedrock_api_key") is not None:
+            return AuthMode.BEDROCK_API_KEY
+        if self.extra.get("bedrock_access_keys") is not None:
+            return AuthMode.BEDROCK_ACCESS_KEYS
         if self.openai_api_key is not None:
             return AuthMode.API_KEY
         return AuthMode.CHATGPT
+
+    @property
+    def personal_access_token(self) -> str | None:
+        """The stored personal access token (``at-…``), if any; a secret, never in ``repr``."""
+        value = self.extra.get(PAT_FIELD)
+        return value if isinstance(value, str) else None
 
     @classmethod
     def from_dict(cls, obj: object) -> AuthDotJson:
@@ -264,11 +348,15 @@ class AuthDotJson:
         mode_raw = obj.get("auth_mode")
         mode: AuthMode | None = None
         if mode_raw is not None:
-            if not isinstance(mode_raw, str) or mode_raw not in _PERSISTED_MODES:
-                msg = "auth_mode is not one of 'apikey', 'chatgpt', 'chatgptAuthTokens'"
+            if not isinstance(mode_raw, str):
+                msg = "auth_mode must be a string"
                 raise AuthDataError(msg)
-            mode = _PERSISTED_MODES[mode_raw]
+            # Any string: a mode this version does not know still loads (and is reported).
+            mode = AuthMode(mode_raw)
         key = _str_field(obj, "OPENAI_API_KEY", "auth.json", required=False, header=True)
+        # Kept verbatim in `extra` (so it is written back where it was); checked here because
+        # it is sent as a header value.
+        _str_field(obj, PAT_FIELD, "auth.json", required=False, header=True)
         tokens_raw = obj.get("tokens")
         tokens = None if tokens_raw is None else TokenData.from_dict(tokens_raw)
         refreshed_text = _str_field(obj, "last_refresh", "auth.json", required=False)
@@ -410,6 +498,25 @@ class AuthDotJson:
 
 
 @attrs.frozen
+class AccountIdentity:
+    """Who a personal access token belongs to, as the whoami call answers.
+
+    Attributes:
+        account_id: The ChatGPT account (workspace) id, sent as the account header.
+        user_id: The ChatGPT user id.
+        email: The user's email, if the account has one.
+        plan_type: The ChatGPT plan.
+        fedramp: Whether the account is a FedRAMP account (adds ``X-OpenAI-Fedramp: true``).
+    """
+
+    account_id: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    plan_type: PlanType | None = None
+    fedramp: bool = False
+
+
+@attrs.frozen
 class Auth:
     """An immutable snapshot of the credentials to send, as handed out by ``AuthManager``.
 
@@ -419,6 +526,9 @@ class Auth:
         account_id: The ChatGPT account id, if any.
         data: The stored payload it came from, or ``None`` (env key, bearer command).
         account_header: The header that carries the account id.
+        identity: For a personal access token, who it belongs to (from the whoami call), or
+            ``None`` when that is not known (yet). Not part of equality: two snapshots are
+            equal when they send the same credentials.
     """
 
     mode: AuthMode
@@ -426,6 +536,7 @@ class Auth:
     account_id: str | None = None
     data: AuthDotJson | None = attrs.field(default=None, repr=False)
     account_header: str = attrs.field(default=DEFAULT_ACCOUNT_HEADER, eq=False, repr=False)
+    identity: AccountIdentity | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
     def from_data(cls, data: AuthDotJson, *, account_header: str = DEFAULT_ACCOUNT_HEADER) -> Auth:
@@ -438,6 +549,11 @@ class Auth:
             data: The stored payload.
             account_header: The header for the account id.
 
+        A personal access token's snapshot has no account id yet (the manager adds it from
+        the whoami call). A mode this library cannot send with (see
+        :attr:`AuthMode.can_send`) gives a snapshot with an empty token whose
+        :meth:`headers` raise :class:`UnsupportedLoginError`.
+
         Returns:
             The snapshot.
 
@@ -449,6 +565,14 @@ class Auth:
             data.validate()
             assert data.openai_api_key is not None  # noqa: S101 -- validate() checked it
             return cls(mode, data.openai_api_key, None, data, account_header)
+        if mode is AuthMode.PERSONAL_ACCESS_TOKEN:
+            token = data.personal_access_token
+            if not token:
+                msg = "Personal access token auth is missing a token. Log in again."
+                raise AuthDataError(msg)
+            return cls(mode, token, None, data, account_header)
+        if not mode.can_send:
+            return cls(mode, "", None, data, account_header)
         if data.tokens is None:
             msg = "ChatGPT auth has no tokens. Log in again."
             raise AuthDataError(msg)
@@ -456,14 +580,21 @@ class Auth:
 
     @property
     def email(self) -> str | None:
-        """The account's email from the id token, if any."""
+        """The account's email, from the id token (from whoami for a personal access token)."""
+        if self.identity is not None:
+            return self.identity.email
         if self.data is None or self.data.tokens is None:
             return None
         return self.data.tokens.id_token.email
 
     @property
     def plan_type(self) -> PlanType | None:
-        """The ChatGPT plan (unknown when the claim is absent); ``None`` for non-ChatGPT auth."""
+        """The ChatGPT plan (unknown when the claim is absent); ``None`` for non-ChatGPT auth.
+
+        For a personal access token it is the plan whoami reported, or ``None`` before that.
+        """
+        if self.mode is AuthMode.PERSONAL_ACCESS_TOKEN:
+            return None if self.identity is None else self.identity.plan_type
         if not self.mode.is_chatgpt or self.data is None or self.data.tokens is None:
             return None
         return self.data.tokens.id_token.plan_type
@@ -473,9 +604,16 @@ class Auth:
 
         Returns:
             ``Authorization: Bearer <token>``, plus the account header when there is an
-            account id.
+            account id, plus ``X-OpenAI-Fedramp: true`` for a FedRAMP account.
+
+        Raises:
+            UnsupportedLoginError: The mode is one this library cannot send with.
         """
+        if not self.mode.can_send:
+            raise UnsupportedLoginError(self.mode.value)
         out = {"Authorization": f"Bearer {self.token}"}
         if self.account_id:
             out[self.account_header] = self.account_id
+        if self.identity is not None and self.identity.fedramp:
+            out[FEDRAMP_HEADER] = "true"
         return out

@@ -18,24 +18,30 @@ import attrs
 
 from ._errors import (
     AuthDataError,
+    AuthError,
     RefreshFailureReason,
     RefreshTokenFailedError,
     TransientRefreshError,
 )
-from ._jwt import decode_jwt_payload
-from ._model import DEFAULT_ACCOUNT_HEADER, Auth, AuthMode
+from ._jwt import PlanType, decode_jwt_payload
+from ._model import DEFAULT_ACCOUNT_HEADER, AccountIdentity, Auth, AuthMode, is_header_safe
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = [
+    "AUTHAPI_BASE_URL_ENV",
+    "CODEX_AUTHAPI_BASE_URL",
     "CODEX_CLIENT_ID",
     "CODEX_TOKEN_URL",
+    "WHOAMI_PATH",
     "OAuthConfig",
     "TokenResponse",
     "classify_refresh_failure",
     "extract_error_code",
     "is_stale",
+    "parse_account_identity",
+    "request_account_identity",
     "request_token_refresh",
 ]
 
@@ -44,6 +50,9 @@ logger = logging.getLogger("aioscopedauth.oauth")
 CODEX_TOKEN_URL = "https://auth.openai.com/oauth/token"  # noqa: S105 -- a URL, not a secret
 CODEX_CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 TOKEN_URL_OVERRIDE_ENV = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"  # noqa: S105 -- a variable name
+CODEX_AUTHAPI_BASE_URL = "https://auth.openai.com/api/accounts"
+AUTHAPI_BASE_URL_ENV = "CODEX_AUTHAPI_BASE_URL"
+WHOAMI_PATH = "/v1/user-auth-credential/whoami"
 MAX_ERROR_BODY = 64 * 1024
 """How much of an error answer is read: enough for any JSON error, bounded for hostile servers."""
 MAX_SUCCESS_BODY = 1024 * 1024
@@ -96,6 +105,9 @@ class OAuthConfig:
             failure is final. Codex 0.169 spends its refresh token before it takes any lock
             and gives up its commit after about 5 s, so its new tokens can land seconds after
             our refusal; the default waits a little longer than that. ``0`` looks once.
+        authapi_base_url: Where the whoami call of a personal access token goes (the path
+            ``/v1/user-auth-credential/whoami`` is appended). ``None`` reads
+            ``$CODEX_AUTHAPI_BASE_URL`` when the call is made, else Codex's own.
     """
 
     token_url: str
@@ -106,6 +118,20 @@ class OAuthConfig:
     timeout: float = attrs.field(default=30.0, kw_only=True)
     failure_backoff: timedelta = attrs.field(default=timedelta(seconds=5), kw_only=True)
     reuse_grace: timedelta = attrs.field(default=timedelta(seconds=6), kw_only=True)
+    authapi_base_url: str | None = attrs.field(default=None, kw_only=True)
+
+    def whoami_url(self) -> str:
+        """Return the whoami endpoint for personal access tokens.
+
+        Returns:
+            ``authapi_base_url``, else ``$CODEX_AUTHAPI_BASE_URL`` (trimmed; blank is unset),
+            else ``https://auth.openai.com/api/accounts``; then ``/v1/user-auth-credential/whoami``.
+        """
+        # Read at each call, as Codex reads the variable each time it hydrates a token.
+        base = self.authapi_base_url
+        if base is None:
+            base = os.environ.get(AUTHAPI_BASE_URL_ENV, "").strip() or CODEX_AUTHAPI_BASE_URL
+        return f"{base.rstrip('/')}{WHOAMI_PATH}"
 
     @classmethod
     def codex(cls, **overrides: Any) -> OAuthConfig:  # noqa: ANN401 -- forwarded to __init__
@@ -117,7 +143,8 @@ class OAuthConfig:
             **overrides: Any other field of this class.
 
         Returns:
-            The configuration.
+            The configuration (``authapi_base_url`` stays ``None`` unless overridden, so
+            ``$CODEX_AUTHAPI_BASE_URL`` is read when the whoami call is made).
         """
         url = os.environ.get(TOKEN_URL_OVERRIDE_ENV) or CODEX_TOKEN_URL
         return cls(url, CODEX_CLIENT_ID, **overrides)
@@ -379,3 +406,96 @@ async def request_token_refresh(
         "Failed to refresh token: %s: %s", _status_text(status), scrub(text, [refresh_token])
     )
     raise classify_refresh_failure(status, text, secrets=[refresh_token])
+
+
+def parse_account_identity(raw: bytes) -> AccountIdentity:
+    """Parse the whoami answer for a personal access token.
+
+    Args:
+        raw: The body: ``{email, chatgpt_user_id, chatgpt_account_id, chatgpt_plan_type,
+            chatgpt_account_is_fedramp}``.
+
+    Returns:
+        The identity (the plan parsed as Codex does, case-insensitively).
+
+    Raises:
+        AuthError: The body is not that JSON object (the message never quotes it).
+    """
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        obj = None
+    if not isinstance(obj, dict):
+        msg = "the whoami answer is not a JSON object"
+        raise AuthError(msg)
+    fields: dict[str, str | None] = {}
+    for key in ("email", "chatgpt_user_id", "chatgpt_account_id", "chatgpt_plan_type"):
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            msg = f"the whoami answer's {key} is not a string"
+            raise AuthError(msg)
+        fields[key] = value
+    account = fields["chatgpt_account_id"]
+    if not account or not is_header_safe(account):
+        # It is sent as the account header on every request.
+        msg = "the whoami answer has no usable chatgpt_account_id"
+        raise AuthError(msg)
+    fedramp = obj.get("chatgpt_account_is_fedramp", False)
+    if not isinstance(fedramp, bool):
+        msg = "the whoami answer's chatgpt_account_is_fedramp is not a boolean"
+        raise AuthError(msg)
+    plan = fields["chatgpt_plan_type"]
+    return AccountIdentity(
+        account_id=account,
+        user_id=fields["chatgpt_user_id"],
+        email=fields["email"],
+        plan_type=None if plan is None else PlanType.from_raw_value(plan),
+        fedramp=fedramp,
+    )
+
+
+async def request_account_identity(
+    session: aiohttp.ClientSession, config: OAuthConfig, token: str
+) -> AccountIdentity:
+    """Ask the whoami endpoint who a personal access token belongs to.
+
+    Sent with ``middlewares=()`` (an auth middleware on ``session`` is never re-entered),
+    without following redirects (the bearer never leaves for another host), bounded by
+    ``config.timeout`` and a 64 KiB answer.
+
+    Args:
+        session: The HTTP session.
+        config: Supplies :meth:`OAuthConfig.whoami_url` and the timeout.
+        token: The personal access token, sent as the bearer.
+
+    Returns:
+        The identity.
+
+    Raises:
+        AuthError: The call failed, timed out, answered non-2xx or something unusable. The
+            message never contains the token.
+    """
+    try:
+        async with session.get(
+            config.whoami_url(),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=config.timeout),
+            middlewares=(),
+            allow_redirects=False,
+        ) as response:
+            status = response.status
+            raw = await _read_capped(response, MAX_ERROR_BODY)
+    except TimeoutError:
+        msg = f"the whoami endpoint did not answer within {config.timeout:g} s"
+        raise AuthError(msg) from None
+    except aiohttp.ClientError as exc:
+        # Not chained: a client error may quote the request, and the request carries the token.
+        msg = f"could not reach the whoami endpoint ({type(exc).__name__}: {exc})"
+        raise AuthError(scrub(msg, [token])) from None
+    if not 200 <= status < 300:  # noqa: PLR2004 -- the 2xx range, by definition
+        msg = f"the whoami endpoint answered {_status_text(status)}"
+        raise AuthError(msg)
+    if raw is None:
+        msg = f"the whoami answer is larger than {MAX_ERROR_BODY // 1024} KiB"
+        raise AuthError(msg)
+    return parse_account_identity(raw)

@@ -1,9 +1,10 @@
 """``UnauthorizedRecovery``: the staged answer to a 401 (reference §4).
 
 Managed logins go ``reload`` (adopt what another process saved, if it is the same account) →
-``refresh_token`` (spend the refresh token) → ``done``. External sources (bearer commands and
-host-supplied tokens) go ``external_refresh`` → ``done``. API keys and missing auth never
-recover. The choice of step is a pure function, :func:`next_step`.
+``refresh_token`` (spend the refresh token) → ``done``; a personal access token, which cannot
+be refreshed, goes ``reload`` (adopt a new token saved since) → ``done``. External sources
+(bearer commands and host-supplied tokens) go ``external_refresh`` → ``done``. API keys and
+missing auth never recover. The choice of step is a pure function, :func:`next_step`.
 """
 
 from __future__ import annotations
@@ -41,17 +42,19 @@ class RecoveryStep:
     auth_state_changed: bool | None
 
 
-def next_step(mode: ModeName, step: StepName) -> StepName:
+def next_step(mode: ModeName, step: StepName, *, refreshable: bool = True) -> StepName:
     """Return the step after ``step`` (the state machine, without I/O).
 
     Args:
         mode: ``managed`` or ``external``.
         step: The step that just succeeded.
+        refreshable: ``False`` for a login that has no refresh token (a personal access
+            token): a managed recovery ends after its reload.
 
     Returns:
         The following step.
     """
-    if mode == "managed" and step == "reload":
+    if mode == "managed" and step == "reload" and refreshable:
         return "refresh_token"
     return "done"
 
@@ -81,6 +84,7 @@ class UnauthorizedRecovery:
             basis is not None and basis.mode is AuthMode.CHATGPT_AUTH_TOKENS
         )
         self._mode: ModeName = "external" if external else "managed"
+        self._refreshable = basis is None or basis.mode is not AuthMode.PERSONAL_ACCESS_TOKEN
         self._step: StepName = "external_refresh" if external else "reload"
 
     @property
@@ -103,7 +107,9 @@ class UnauthorizedRecovery:
         if manager.mode is AuthMode.BEARER:
             return "recovery_exhausted" if self._step == "done" else "ready"
         cached = manager.auth_cached()
-        if cached is None or not cached.mode.is_chatgpt:
+        if cached is None or not (
+            cached.mode.is_chatgpt or cached.mode is AuthMode.PERSONAL_ACCESS_TOKEN
+        ):
             return "not_chatgpt_auth"
         if self._mode == "external" and manager.external_auth is None:
             return "no_external_auth"
@@ -148,7 +154,7 @@ class UnauthorizedRecovery:
             changed = await manager.refresh_rejected(self._rejected)
         else:
             changed = await manager.refresh_external_auth(self._rejected)
-        self._step = next_step(self._mode, step)
+        self._step = next_step(self._mode, step, refreshable=self._refreshable)
         if self._mode == "managed":
             # The retry sends what the manager holds now; that is what a next 401 rejects.
             self._rejected = manager.auth_cached()

@@ -232,3 +232,66 @@ async def test_demo_passes() -> None:
     assert rows["failed"] == "0"
     assert rows["refresh tokens reused"] == "0"
     assert int(rows["token refreshes"]) >= 1
+
+
+async def test_status_of_a_personal_access_token(home: Path, server: FakeAuthServer) -> None:
+    token = server.personal_access_token(email="pat@example.com", plan_type="team")
+    write_auth_json(home, {"OPENAI_API_KEY": None, "personal_access_token": token})
+    env = {"CODEX_AUTHAPI_BASE_URL": server.authapi_url}
+    code, out, err = await _run("--home", str(home), "status", env=env)
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "Logged in with a personal access token",
+        f"  store         file: {home / 'auth.json'}",
+        "  account       acct-1",
+        "  email         pat@example.com",
+        "  plan          team",
+    ]
+    code, out, err = await _run("--home", str(home), "status", "--json", env=env)
+    facts = json.loads(out)
+    assert (facts["mode"], facts["supported"], facts["account_id"]) == (
+        "personalAccessToken",
+        True,
+        "acct-1",
+    )
+    code, out, _ = await _run("--home", str(home), "token", env=env)
+    assert (code, out) == (0, f"{token}\n")
+    assert server.whoami_calls == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "article"),
+    [("agent_identity", "agentIdentity", "an"), ("unknown_mode", "someFutureMode", "a")],
+)
+async def test_status_of_a_login_this_library_cannot_use(
+    home: Path, name: str, mode: str, article: str
+) -> None:
+    home.mkdir(mode=0o700)
+    path = home / "auth.json"
+    shutil.copy(GOLDEN / f"{name}.auth.json", path)
+    path.chmod(0o600)
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    code, out, err = await _run("--home", str(home), "status")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"Logged in with {article} `{mode}` login",
+        (
+            "  aioscopedauth cannot send requests with this login; use the Codex CLI for it, "
+            "or log in with an API key or ChatGPT."
+        ),
+        f"  store         file: {path}",
+    ]
+    code, out, err = await _run("--home", str(home), "status", "--json")
+    facts = json.loads(out)
+    assert (facts["mode"], facts["supported"]) == (mode, False)
+    assert facts["note"].startswith("aioscopedauth cannot send requests with this login")
+    code, out, err = await _run("--home", str(home), "token")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"aioscopedauth: The login in {path} is {article} `{mode}` login, which aioscopedauth "
+        "cannot send requests with. Use the Codex CLI for it, or log in with an API key or "
+        "ChatGPT.\n"
+    )
+    code, out, err = await _run("--home", str(home), "refresh")
+    assert (code, out) == (0, f"Logged in with {article} `{mode}` login: nothing to refresh.\n")
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before

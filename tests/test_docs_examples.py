@@ -15,7 +15,12 @@ from aiohttp import web
 
 import aioscopedauth
 from aioscopedauth import AuthDotJson, AuthManager, AuthMode, MemoryAuthStore, OAuthConfig
-from aioscopedauth.testing import serve_on_loopback, write_auth_json, write_token_script
+from aioscopedauth.testing import (
+    FakeAuthServer,
+    serve_on_loopback,
+    write_auth_json,
+    write_token_script,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -58,6 +63,23 @@ async def test_reuse_codex_login(
     monkeypatch.setenv("CODEX_API_KEY", "sk-from-env")
     await example.main()
     assert capsys.readouterr().out == "apikey login, account None, email None\n"
+
+
+async def test_login_shapes(
+    home: Path, server: FakeAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    describe = _load("login_shapes").describe
+    monkeypatch.setenv("CODEX_AUTHAPI_BASE_URL", server.authapi_url)
+    assert await describe(home) == "not logged in"
+    token = server.personal_access_token(account_id="acct-pat", plan_type="team")
+    write_auth_json(home, {"OPENAI_API_KEY": None, "personal_access_token": token})
+    assert await describe(home) == "personalAccessToken: account acct-pat, plan team"
+    shutil.copy(GOLDEN / "agent_identity.auth.json", home / "auth.json")
+    assert await describe(home) == (
+        f"unusable here: The login in {home / 'auth.json'} is an `agentIdentity` login, which "
+        "aioscopedauth cannot send requests with. Use the Codex CLI for it, or log in with an "
+        "API key or ChatGPT."
+    )
 
 
 async def test_provider_command(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ from aioscopedauth import (
     IdTokenInfo,
     PlanType,
     TokenData,
+    UnsupportedLoginError,
 )
 from aioscopedauth._model import format_rfc3339, parse_rfc3339
 from aioscopedauth.testing import chatgpt_auth, make_id_token
@@ -160,8 +161,7 @@ def test_login_with_api_key_payload_drops_tokens() -> None:
     ("doc", "problem"),
     [
         ("[]", "must hold a JSON object"),
-        ('{"auth_mode": "oauth"}', "auth_mode is not one of"),
-        ('{"auth_mode": 3}', "auth_mode is not one of"),
+        ('{"auth_mode": 3}', "auth_mode must be a string"),
         ('{"OPENAI_API_KEY": 42}', "OPENAI_API_KEY must be a string"),
         ('{"tokens": []}', "tokens must be a JSON object"),
         ('{"tokens": {"access_token": "a", "refresh_token": "r"}}', "tokens.id_token is missing"),
@@ -184,8 +184,19 @@ def test_invalid_documents_say_which_field(doc: str | bytes, problem: str) -> No
 
 def test_field_errors_do_not_quote_values() -> None:
     with pytest.raises(AuthDataError) as info:
-        AuthDotJson.from_json(json.dumps({"auth_mode": CANARY_API_KEY}))
+        AuthDotJson.from_json(json.dumps({"OPENAI_API_KEY": [CANARY_API_KEY]}))
     assert CANARY_API_KEY not in str(info.value)
+
+
+def test_a_key_pasted_into_auth_mode_loads_but_is_never_shown() -> None:
+    data = AuthDotJson.from_json(json.dumps({"auth_mode": CANARY_API_KEY}))
+    assert data.auth_mode is not None
+    assert not data.auth_mode.is_known
+    auth = Auth.from_data(data)
+    with pytest.raises(UnsupportedLoginError) as info:
+        auth.headers()
+    for text in (repr(data), repr(auth), repr(data.auth_mode), str(info.value)):
+        assert CANARY_API_KEY not in text
 
 
 @pytest.mark.parametrize(

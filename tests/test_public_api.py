@@ -8,6 +8,7 @@ import aioscopedauth
 # The contract of DESIGN.md that has landed so far, plus our additions. A name leaving this list
 # is a breaking change; adding one is a deliberate act.
 EXPECTED = {
+    "AccountIdentity",
     "Auth",
     "AuthChange",
     "AuthChanges",
@@ -47,6 +48,7 @@ EXPECTED = {
     "TokenData",
     "TransientRefreshError",
     "UnauthorizedRecovery",
+    "UnsupportedLoginError",
     "__version__",
     "decode_jwt_payload",
     "jwt_expiration",
@@ -81,6 +83,7 @@ def test_exception_tree() -> None:
         aioscopedauth.ConfigError,
         aioscopedauth.CommandError,
         aioscopedauth.LoginRestrictionError,
+        aioscopedauth.UnsupportedLoginError,
         aioscopedauth.RefreshTokenFailedError,
         aioscopedauth.TransientRefreshError,
     ]

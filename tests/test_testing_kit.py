@@ -108,6 +108,7 @@ def test_fake_oauth_config_points_at_the_server(
 ) -> None:
     assert fake_oauth_config.token_url == fake_auth_server.token_url
     assert fake_oauth_config.client_id == fake_auth_server.client_id
+    assert fake_oauth_config.authapi_base_url == fake_auth_server.authapi_url
     assert fake_oauth_config.failure_backoff == timedelta(0)
 
 
@@ -193,3 +194,36 @@ def test_leak_guard_fails_tests_that_leak(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, errors=3)
     result.stdout.fnmatch_lines(["*a secret leaked into a log record or error*"])
+
+
+async def test_personal_access_tokens_and_whoami(fake_auth_server: FakeAuthServer) -> None:
+    server = fake_auth_server
+    token = server.personal_access_token(
+        email=None, plan_type="team", account_id="acct-t", fedramp=True
+    )
+    assert token.startswith("at-")
+    assert token in issued_secrets()
+    whoami = f"{server.authapi_url}/v1/user-auth-credential/whoami"
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.get(whoami, headers=headers) as response:
+            assert response.status == 200
+            assert await response.json() == {
+                "email": None,
+                "chatgpt_user_id": "user-12345",
+                "chatgpt_account_id": "acct-t",
+                "chatgpt_plan_type": "team",
+                "chatgpt_account_is_fedramp": True,
+            }
+        async with session.get(f"{server.url}/api/x", headers=headers) as response:
+            assert response.status == 200
+        async with session.get(whoami, headers={"Authorization": "Bearer at-nope"}) as response:
+            assert response.status == 401
+        server.whoami_failures.append(TokenFailure(500, "boom"))
+        async with session.get(whoami, headers=headers) as response:
+            assert (response.status, await response.text()) == (500, "boom")
+        server.revoke_personal_access_tokens()
+        async with session.get(f"{server.url}/api/x", headers=headers) as response:
+            assert response.status == 401
+    assert server.whoami_calls == 3
+    assert (server.api_hits, server.api_rejections) == (2, 1)

@@ -2,7 +2,8 @@
 
 It behaves like the real services where it matters: refresh tokens are single-use and rotate
 (spending one twice answers 401 ``refresh_token_reused``), access tokens are JWTs with ``exp``
-that the API checks, and every call is counted.
+that the API checks, personal access tokens (``at-…``) are answered by a whoami endpoint, and
+every call is counted.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ class TokenFailure:
 class FakeAuthServer:
     """A token endpoint (``POST /oauth/token``) and an API (``/api/...``) on 127.0.0.1.
 
-    Use it as ``async with FakeAuthServer() as server:``; :meth:`login` mints a valid login.
+    Use it as ``async with FakeAuthServer() as server:``; :meth:`login` mints a valid login,
+    :meth:`personal_access_token` a personal access token, whose account the whoami endpoint
+    under :attr:`authapi_url` answers (use that URL as ``CODEX_AUTHAPI_BASE_URL``).
 
     Args:
         access_ttl: Lifetime of the access tokens it issues.
@@ -133,11 +136,18 @@ class FakeAuthServer:
     token_hook: Callable[[Any], Awaitable[None]] | None = attrs.field(default=None, init=False)
     """Awaited with each decoded token request body before it is answered (to delay or hold
     one client's refresh, e.g. only requests without Codex's ``refresh_reason``)."""
+    whoami_calls: int = attrs.field(default=0, init=False)
+    """Requests to the whoami endpoint, answered or not."""
+    whoami_failures: list[TokenFailure] = attrs.field(factory=list, init=False)
+    """Answers to give to the next whoami requests, first to last, instead of the account."""
+    last_whoami_request: dict[str, Any] | None = attrs.field(default=None, init=False)
+    """The method, path and headers of the last whoami request."""
 
     _valid_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
     _spent_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
     _expired_refresh: set[str] = attrs.field(factory=set, init=False, repr=False)
     _valid_access: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _pats: dict[str, dict[str, Any]] = attrs.field(factory=dict, init=False, repr=False)
     _counter: itertools.count[int] = attrs.field(factory=itertools.count, init=False, repr=False)
     _runner: web.AppRunner | None = attrs.field(default=None, init=False, repr=False)
     _port: int = attrs.field(default=0, init=False)
@@ -152,6 +162,14 @@ class FakeAuthServer:
         """The token endpoint's URL."""
         return f"{self.url}/oauth/token"
 
+    @property
+    def authapi_url(self) -> str:
+        """The base URL to use as ``CODEX_AUTHAPI_BASE_URL`` (or ``authapi_base_url``).
+
+        The whoami endpoint is ``GET {authapi_url}/v1/user-auth-credential/whoami``.
+        """
+        return f"{self.url}/authapi"
+
     async def start(self) -> None:
         """Start listening on a free port of 127.0.0.1."""
         app = web.Application()
@@ -159,6 +177,7 @@ class FakeAuthServer:
         app.router.add_route("*", "/api/{tail:.*}", self._api)
         app.router.add_get("/redirect", self._redirect)
         app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/authapi/v1/user-auth-credential/whoami", self._whoami)
         self._runner, url = await serve_on_loopback(app)
         self._port = int(url.rsplit(":", 1)[1])
 
@@ -235,6 +254,42 @@ class FakeAuthServer:
             ),
             last_refresh=datetime.now(UTC),
         )
+
+    def personal_access_token(
+        self,
+        *,
+        email: str | None = "user@example.com",
+        plan_type: str = "pro",
+        account_id: str | None = None,
+        fedramp: bool = False,
+        user_id: str = "user-12345",
+    ) -> str:
+        """Mint a personal access token (``at-…``) that the API and the whoami endpoint accept.
+
+        Args:
+            email: The email whoami reports (``None``: the account has none).
+            plan_type: The plan whoami reports.
+            account_id: The account; defaults to the server's.
+            fedramp: Whether whoami reports a FedRAMP account.
+            user_id: The ChatGPT user id whoami reports.
+
+        Returns:
+            The token (also recorded for :func:`issued_secrets`).
+        """
+        token = f"at-{next(self._counter)}-{secrets.token_hex(12)}"
+        self._pats[token] = {
+            "email": email,
+            "chatgpt_user_id": user_id,
+            "chatgpt_account_id": account_id or self.account_id,
+            "chatgpt_plan_type": plan_type,
+            "chatgpt_account_is_fedramp": fedramp,
+        }
+        _ISSUED.add(token)
+        return token
+
+    def revoke_personal_access_tokens(self) -> None:
+        """Make every personal access token invalid (the API and whoami answer 401)."""
+        self._pats.clear()
 
     def revoke_access_tokens(self) -> None:
         """Make every access token issued so far invalid (the API answers 401 to them)."""
@@ -321,7 +376,28 @@ class FakeAuthServer:
 
     def _authorized(self, request: web.Request) -> bool:
         token = _bearer(request)
-        return not self.api_always_401 and token is not None and self.is_valid_access_token(token)
+        return (
+            not self.api_always_401
+            and token is not None
+            and (self.is_valid_access_token(token) or token in self._pats)
+        )
+
+    async def _whoami(self, request: web.Request) -> web.StreamResponse:
+        self.whoami_calls += 1
+        self.last_whoami_request = {
+            "method": request.method,
+            "path": request.path,
+            "headers": dict(request.headers),
+        }
+        if self.whoami_failures:
+            failure = self.whoami_failures.pop(0)
+            if failure.drop_connection and request.transport is not None:
+                request.transport.abort()
+            return _failure_response(failure)
+        token = _bearer(request)
+        if token is None or token not in self._pats:
+            return _error(401, "invalid_token", "The personal access token is invalid")
+        return web.json_response(self._pats[token])
 
     async def _redirect(self, request: web.Request) -> web.StreamResponse:
         """Redirect to ``?to=`` (any URL), without checking auth."""

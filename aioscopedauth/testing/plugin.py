@@ -59,9 +59,15 @@ async def fake_auth_server() -> AsyncIterator[FakeAuthServer]:
 
 @pytest.fixture
 def fake_oauth_config(fake_auth_server: FakeAuthServer) -> OAuthConfig:
-    """An OAuth config that points at ``fake_auth_server``; retries are not backed off."""
+    """An OAuth config that points at ``fake_auth_server`` (token and whoami endpoints).
+
+    Retries are not backed off.
+    """
     return OAuthConfig(
-        fake_auth_server.token_url, fake_auth_server.client_id, failure_backoff=timedelta(0)
+        fake_auth_server.token_url,
+        fake_auth_server.client_id,
+        failure_backoff=timedelta(0),
+        authapi_base_url=fake_auth_server.authapi_url,
     )
 
 

@@ -41,7 +41,7 @@ BAD_FILES: dict[str, bytes] = {
     "UTF-16": '{"OPENAI_API_KEY": "sk"}'.encode("utf-16"),
     "a JSON array": b"[]",
     "a JSON string": b'"sk-123"',
-    "unknown auth_mode": b'{"auth_mode": "sso"}',
+    "auth_mode that is a number": b'{"auth_mode": 3}',
     "apikey mode without key": b'{"auth_mode": "apikey", "OPENAI_API_KEY": null}',
     "key that is a number": b'{"OPENAI_API_KEY": 12345}',
     "tokens that are a list": b'{"tokens": []}',
@@ -61,6 +61,9 @@ BAD_FILES: dict[str, bytes] = {
     ),
     "last_refresh garbage": b'{"OPENAI_API_KEY": "sk", "last_refresh": "yesterday"}',
     "key with a header injection": b'{"OPENAI_API_KEY": "sk\\r\\nX-Evil: 1"}',
+    "personal access token with a header injection": (
+        b'{"OPENAI_API_KEY": null, "personal_access_token": "at-x\\r\\nX-Evil: 1"}'
+    ),
     "account_id with a line break": (
         b'{"tokens": {"id_token": "' + GOOD_ID.encode() + b'", "access_token": "a", '
         b'"refresh_token": "r", "account_id": "acct\\nX-Evil: 1"}}'
