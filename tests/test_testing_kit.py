@@ -110,6 +110,7 @@ def test_fake_oauth_config_points_at_the_server(
     assert fake_oauth_config.client_id == fake_auth_server.client_id
     assert fake_oauth_config.authapi_base_url == fake_auth_server.authapi_url
     assert fake_oauth_config.failure_backoff == timedelta(0)
+    assert fake_oauth_config.reuse_grace == timedelta(0)
 
 
 def test_codex_home_fixture(codex_home: Path, tmp_path: Path) -> None:

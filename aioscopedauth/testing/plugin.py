@@ -61,12 +61,14 @@ async def fake_auth_server() -> AsyncIterator[FakeAuthServer]:
 def fake_oauth_config(fake_auth_server: FakeAuthServer) -> OAuthConfig:
     """An OAuth config that points at ``fake_auth_server`` (token and whoami endpoints).
 
-    Retries are not backed off.
+    Retries are not backed off, and a ``refresh_token_reused`` answer is final at once
+    (``reuse_grace=0``): no other writer is waiting to commit in a test unless it makes one.
     """
     return OAuthConfig(
         fake_auth_server.token_url,
         fake_auth_server.client_id,
         failure_backoff=timedelta(0),
+        reuse_grace=timedelta(0),
         authapi_base_url=fake_auth_server.authapi_url,
     )
 
