@@ -337,6 +337,31 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+async def _wait_dead(pids: list[int]) -> list[bool]:
+    """Wait (bounded) until each process has exited, via a pidfd: an event, not a poll.
+
+    A SIGKILLed grandchild is not ours to reap, and the signal takes effect when the kernel next
+    schedules it: right after the call returns it may still be running for a moment.
+    """
+    loop = asyncio.get_running_loop()
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            exited = asyncio.Event()
+            loop.add_reader(fd, exited.set)
+            try:
+                async with asyncio.timeout(10):
+                    await exited.wait()
+            finally:
+                loop.remove_reader(fd)
+        finally:
+            os.close(fd)
+    return [_alive(pid) for pid in pids]
+
+
 def _grandchild_script(folder: Path) -> Path:
     return _write(
         folder / "spawn.sh",
@@ -360,7 +385,7 @@ async def test_timeout_kills_child_and_grandchild(tmp_path: Path) -> None:
         await CommandBearerRefresher(config).resolve()
     pids = await _pids(tmp_path)
     assert len(pids) == 2
-    assert [_alive(pid) for pid in pids] == [False, False]
+    assert await _wait_dead(pids) == [False, False]
 
 
 async def test_cancellation_kills_child_and_grandchild(tmp_path: Path) -> None:
@@ -373,7 +398,7 @@ async def test_cancellation_kills_child_and_grandchild(tmp_path: Path) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert [_alive(pid) for pid in pids] == [False, False]
+    assert await _wait_dead(pids) == [False, False]
     # The refresher's lock is free again.
     (tmp_path / "spawn.sh").write_text("#!/bin/sh\necho after-cancel\n")
     token = await refresher.resolve()
