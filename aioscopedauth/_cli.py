@@ -339,7 +339,13 @@ def _print_provider(provider: dict[str, Any]) -> None:
 def _read_key() -> str:
     if sys.stdin.isatty():
         return getpass.getpass("API key: ")
-    return sys.stdin.readline()
+    raw = sys.stdin.buffer.readline()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass  # raised below, outside the handler: the decode error holds the key's bytes
+    msg = "The API key read from stdin is not UTF-8 text; paste only the key."
+    raise ConfigError(msg)
 
 
 async def _login(args: argparse.Namespace) -> int:

@@ -23,7 +23,8 @@ import attrs
 
 from ._errors import AuthDataError, CommandError, ConfigError
 from ._external import ExternalAuthTokens, RefreshContext
-from ._model import AuthMode, parse_rfc3339
+from ._model import UNSENDABLE, AuthMode, is_header_safe, parse_rfc3339
+from ._paths import user_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -36,7 +37,6 @@ MAX_STDOUT = 1024 * 1024
 """A token is a few KiB at most; more than this is a misbehaving command."""
 _MAX_STDERR_KEPT = 64 * 1024
 _MAX_STDERR_SHOWN = 500
-_READ_CHUNK = 64 * 1024
 STALE_FRACTION = 0.75
 """A token with a known expiry is re-minted after this fraction of its remaining lifetime."""
 
@@ -44,7 +44,7 @@ STALE_FRACTION = 0.75
 def _to_path(value: str | os.PathLike[str] | None) -> Path | None:
     if value is None:
         return None
-    return Path(value).expanduser().absolute()
+    return user_path(value, "provider auth.cwd").absolute()
 
 
 def _to_args(value: Iterable[str]) -> tuple[str, ...]:
@@ -55,6 +55,31 @@ def _check_command(_instance: object, _attribute: object, value: str) -> None:
     if not value.strip():
         msg = "provider auth.command must not be empty"
         raise ConfigError(msg)
+    if "\0" in value:
+        msg = "provider auth.command must not contain a NUL byte"
+        raise ConfigError(msg)
+
+
+def _check_args(_instance: object, _attribute: object, value: tuple[object, ...]) -> None:
+    # The OS cannot pass a NUL inside an argument; it would fail at every run instead of here.
+    if not all(isinstance(arg, str) and "\0" not in arg for arg in value):
+        msg = "provider auth.args must be strings without NUL bytes"
+        raise ConfigError(msg)
+
+
+def _check_env(_instance: object, _attribute: object, value: Mapping[str, str] | None) -> None:
+    if value is None:
+        return
+    # Typed str -> str, but it comes from configuration: check what is really there.
+    items: list[tuple[object, object]] = list(value.items())
+    for name, item in items:
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            msg = "provider auth env names must be non-empty strings without '=' or NUL bytes"
+            raise ConfigError(msg)
+        if not isinstance(item, str) or "\0" in item:
+            # The message names the variable, never its value (it may be a secret).
+            msg = f"provider auth env value of {name} must be a string without NUL bytes"
+            raise ConfigError(msg)
 
 
 def _check_timeout(_instance: object, _attribute: object, value: float) -> None:
@@ -85,15 +110,17 @@ class ProviderAuthCommand:
         env: Variables added to the inherited environment.
 
     Raises:
-        ConfigError: A blank command, a timeout that is not positive, or a negative interval.
+        ConfigError: A blank command, a timeout that is not positive, a negative interval, a
+            NUL byte in the command, an argument, an env name or value, an ``=`` in an env
+            name, or a ``cwd`` of ``~user`` for a user that does not exist.
     """
 
     command: str = attrs.field(validator=_check_command)
-    args: tuple[str, ...] = attrs.field(default=(), converter=_to_args)
+    args: tuple[str, ...] = attrs.field(default=(), converter=_to_args, validator=_check_args)
     timeout: float = attrs.field(default=5.0, validator=_check_timeout)
     refresh_interval: float = attrs.field(default=300.0, validator=_check_interval)
     cwd: Path | None = attrs.field(default=None, converter=_to_path)
-    env: Mapping[str, str] | None = attrs.field(default=None, repr=False)
+    env: Mapping[str, str] | None = attrs.field(default=None, repr=False, validator=_check_env)
 
     def program(self) -> str:
         """Return the program to execute, resolved as Codex does.
@@ -143,12 +170,18 @@ def _timestamp(value: object, what: str, command: str) -> datetime:
     raise CommandError(msg)
 
 
+_INVALID = object()
+
+
 def _parse_json(text: str, command: str, now: datetime) -> ExternalAuthTokens:
     try:
         obj: Any = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError):
+        # Raised below, outside the handler: the decoder's error holds the command's output.
+        obj = _INVALID
+    if obj is _INVALID:
         msg = f"provider auth command `{command}` printed invalid JSON"
-        raise CommandError(msg) from exc
+        raise CommandError(msg)
     if not isinstance(obj, dict):
         msg = f"provider auth command `{command}` printed JSON that is not an object"
         raise CommandError(msg)
@@ -206,41 +239,101 @@ def parse_command_output(stdout: str, command: str, now: datetime) -> ExternalAu
     if not tokens.access_token:
         msg = f"provider auth command `{command}` produced an empty token"
         raise CommandError(msg)
-    if any(ch in tokens.access_token for ch in "\r\n\0"):
+    if any(ch in tokens.access_token for ch in "\r\n"):
         # A header value cannot hold a line break; sending half a token helps nobody.
         msg = (
             f"provider auth command `{command}` printed more than one line; it must print only "
             "the token"
         )
         raise CommandError(msg)
+    if not is_header_safe(tokens.access_token):
+        msg = f"provider auth command `{command}` printed a token that {UNSENDABLE}"
+        raise CommandError(msg)
     return tokens
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
+EXIT_GRACE = 0.5
+"""Seconds the output may keep flowing after the command exits. Longer means something it
+started (a background child) still holds the pipes: it is killed and what was read is used."""
+
+
+class _Collector(asyncio.SubprocessProtocol):
+    """Collects stdout and stderr as they come (both at once, so neither pipe can fill)."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.too_long = False
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.pipes_closed: asyncio.Future[None] = loop.create_future()
+        self._open = {1, 2}
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        sink, keep = (self.stdout, MAX_STDOUT) if fd == 1 else (self.stderr, _MAX_STDERR_KEPT)
+        room = keep - len(sink)
+        if len(data) > room:
+            self.too_long |= fd == 1
+            sink += data[: max(room, 0)]
+        else:
+            sink += data
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:  # noqa: ARG002 -- EOF either way
+        self._open.discard(fd)
+        if not self._open and not self.pipes_closed.done():
+            self.pipes_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+def _kill_group(pid: int) -> None:
     # The child leads its own process group (start_new_session), so this reaches every
     # grandchild it started too, such as `sleep 60 &`.
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
 
 
-async def _drain(stream: asyncio.StreamReader | None, keep: int) -> tuple[bytes, bool]:
-    """Read a pipe to EOF, keeping at most ``keep`` bytes; report whether more came."""
-    if stream is None:
-        return b"", False
-    kept = bytearray()
-    overflow = False
-    while chunk := await stream.read(_READ_CHUNK):
-        room = keep - len(kept)
-        if len(chunk) > room:
-            overflow = True
-            kept += chunk[: max(room, 0)]
-        else:
-            kept += chunk
-    return bytes(kept), overflow
+def _pipe_inodes(transport: asyncio.SubprocessTransport) -> set[int]:
+    inodes = set()
+    for fd in (1, 2):
+        pipe = transport.get_pipe_transport(fd)
+        handle = None if pipe is None else pipe.get_extra_info("pipe")
+        if handle is not None:
+            with contextlib.suppress(OSError, ValueError):
+                inodes.add(os.fstat(handle.fileno()).st_ino)
+    return inodes
+
+
+def _kill_pipe_holders(inodes: set[int]) -> int:
+    """SIGKILL every other process that holds one of our pipes; return how many.
+
+    Only the command and what it started can hold them, even a child that left the command's
+    process group with ``setsid`` (which ``killpg`` cannot reach). Linux only (``/proc``).
+    """
+    wanted = {f"pipe:[{inode}]" for inode in inodes}
+    me = os.getpid()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        with contextlib.suppress(OSError):
+            if any(str(fd.readlink()) in wanted for fd in (entry / "fd").iterdir()):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 async def run_provider_command(config: ProviderAuthCommand) -> str:
     """Run the command once and return its stdout.
+
+    What is guaranteed (Linux): when this returns or raises, or its caller is cancelled, the
+    command has exited and been reaped, every process still in its process group has been sent
+    SIGKILL, and so has every other process that still holds the command's stdout or stderr
+    (a child that detached with ``setsid`` but kept them); the pipes are closed. A child that
+    detached *and* closed its inherited stdout and stderr (a daemon) cannot be found without
+    cgroups and may outlive the call.
 
     Args:
         config: What to run.
@@ -253,8 +346,10 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
             non-UTF-8 data to stdout.
     """
     command = config.command
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
+        transport, collector = await loop.subprocess_exec(
+            _Collector,
             config.program(),
             *config.args,
             stdin=asyncio.subprocess.DEVNULL,
@@ -270,36 +365,60 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
         raise CommandError(msg) from exc
     try:
         async with asyncio.timeout(config.timeout):
-            (stdout, too_long), (stderr, _) = await asyncio.gather(
-                _drain(proc.stdout, MAX_STDOUT), _drain(proc.stderr, _MAX_STDERR_KEPT)
-            )
-            returncode = await proc.wait()
-    except TimeoutError as exc:
-        msg = f"provider auth command `{command}` timed out after {config.timeout * 1000:g} ms"
-        raise CommandError(msg) from exc
+            await collector.exited
+            # Exited: its output is complete once the pipes close, unless something it started
+            # still holds them (a background child): then stop waiting after a short grace.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(collector.pipes_closed), EXIT_GRACE)
+    except TimeoutError:
+        timed_out = True
+    else:
+        timed_out = False
     finally:
-        # Whatever happened (success, timeout, cancellation), nothing the command started
-        # outlives this call, and the child is reaped.
-        _kill_group(proc)
-        if proc.returncode is None:
-            await asyncio.shield(proc.wait())
+        await _end(transport, collector)
+    if timed_out:
+        msg = f"provider auth command `{command}` timed out after {config.timeout * 1000:g} ms"
+        raise CommandError(msg)
+    returncode = transport.get_returncode()
+    assert returncode is not None  # noqa: S101 -- _end() waited for the exit
     if returncode != 0:
-        detail = stderr.decode("utf-8", errors="replace").strip()
+        detail = collector.stderr.decode("utf-8", errors="replace").strip()
         if len(detail) > _MAX_STDERR_SHOWN:
             detail = detail[:_MAX_STDERR_SHOWN] + "…"
         suffix = f": {detail}" if detail else ""
         msg = f"provider auth command `{command}` exited with {_exit_status(returncode)}{suffix}"
         raise CommandError(msg)
-    if too_long:
+    if collector.too_long:
         msg = (
             f"provider auth command `{command}` wrote more than {MAX_STDOUT // 1024} KiB to stdout"
         )
         raise CommandError(msg)
     try:
-        return stdout.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        msg = f"provider auth command `{command}` wrote non-UTF-8 data to stdout"
-        raise CommandError(msg) from exc
+        return bytes(collector.stdout).decode("utf-8")
+    except UnicodeDecodeError:
+        pass  # raised below, outside the handler: the decode error holds the output's bytes
+    msg = f"provider auth command `{command}` wrote non-UTF-8 data to stdout"
+    raise CommandError(msg)
+
+
+async def _end(transport: asyncio.SubprocessTransport, collector: _Collector) -> None:
+    """Leave nothing behind: kill the group and pipe holders, close the pipes, reap the child."""
+    # Whatever happened (success, timeout, cancellation), nothing the command started
+    # outlives the call. Shielded: a second cancellation must not interrupt the clean-up.
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(_end_unshielded(transport, collector))
+
+
+async def _end_unshielded(transport: asyncio.SubprocessTransport, collector: _Collector) -> None:
+    pid = transport.get_pid()
+    _kill_group(pid)
+    if not collector.pipes_closed.done():
+        inodes = _pipe_inodes(transport)
+        killed = await asyncio.to_thread(_kill_pipe_holders, inodes) if inodes else 0
+        if killed:
+            logger.debug("Killed %d process(es) the command left holding its output", killed)
+    transport.close()  # closes our ends of the pipes (and kills the child if still running)
+    await collector.exited
 
 
 @attrs.define(eq=False)

@@ -22,6 +22,7 @@ otherwise a logout, a new login or another writer's newer tokens win and are kep
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -29,7 +30,6 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.to_thread
 import attrs
 
 from ._errors import StorageError
@@ -114,6 +114,23 @@ def _open_lock_file(path: Path, mode: int) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
 
 
+async def _open_uncancelled(path: Path, mode: int) -> int:
+    # A caller cancelled while the worker thread opens the file would otherwise lose the
+    # descriptor (the thread finishes, its result is dropped): the open is shielded, and if
+    # the caller is gone by then, the descriptor is closed as soon as it exists.
+    opening = asyncio.ensure_future(asyncio.to_thread(_open_lock_file, path, mode))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _close_opened(opening: asyncio.Future[int]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
+
+
 @contextlib.asynccontextmanager
 async def file_lock(
     path: Path, wait_limit: float | None, *, mode: int = 0o600, purpose: str = "refreshing"
@@ -140,10 +157,7 @@ async def file_lock(
     import fcntl  # noqa: PLC0415 -- POSIX only; imported where used so the module loads anywhere
 
     try:
-        # Shielded: a caller cancelled while the worker thread opens the file would otherwise
-        # lose the descriptor (the thread finishes, its result is dropped).
-        with anyio.CancelScope(shield=True):
-            fd = await anyio.to_thread.run_sync(lambda: _open_lock_file(path, mode))
+        fd = await _open_uncancelled(path, mode)
     except OSError as exc:
         msg = (
             f"Could not open the lock file {path}: {_describe_os_error(exc)}. "

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._command import CommandBearerRefresher, ProviderAuthCommand
 from ._errors import ConfigError
+from ._paths import resolved_path, user_path
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Mapping
+    from pathlib import Path
 
     from ._manager import AuthManager
 
@@ -100,7 +101,10 @@ def _parse_auth(raw: object, provider_id: str, base_dir: Path) -> ProviderAuthCo
     if not isinstance(cwd_raw, str):
         raise _fail(provider_id, "auth.cwd must be a string")
     # Relative to the config file's folder, as Codex resolves it; `~` expanded.
-    cwd = (base_dir / Path(cwd_raw).expanduser()).resolve()
+    try:
+        cwd = resolved_path(base_dir / user_path(cwd_raw, "auth.cwd"), "auth.cwd")
+    except ConfigError as exc:
+        raise _fail(provider_id, str(exc)) from None
     return ProviderAuthCommand(
         command=command,
         args=tuple(args),
@@ -179,15 +183,18 @@ def load_providers(path: str | os.PathLike[str]) -> dict[str, ProviderInfo]:
     Raises:
         ConfigError: The file cannot be read, is not TOML, or holds an invalid provider.
     """
-    file = Path(path).expanduser()
+    file = user_path(path, "the config file's path")
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         msg = f"Could not read the config file {file}: {exc.strerror or exc}"
         raise ConfigError(msg) from exc
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError:
+        # Not chained: the decode error holds the file's bytes, bearer tokens included.
+        text = None
+    if text is None:
         msg = f"The config file {file} is not UTF-8 text"
-        raise ConfigError(msg) from exc
+        raise ConfigError(msg)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -97,7 +97,8 @@ class UnsupportedLoginError(AuthError):
     Codex CLI. Use it for such a login, or log in with an API key or ChatGPT.
 
     Args:
-        mode: The mode's name as stored (``auth_mode`` in ``auth.json``).
+        mode: The mode's name as stored (``auth_mode`` in ``auth.json``); kept as the ``mode``
+            attribute only when it looks like a name (else ``None``).
         where: Where the login is kept (a path, or a store's name), when known.
     """
 
@@ -108,7 +109,9 @@ class UnsupportedLoginError(AuthError):
             f"{place} is {describe_login_mode(mode)}, which aioscopedauth cannot send requests "
             "with. Use the Codex CLI for it, or log in with an API key or ChatGPT."
         )
-        self.mode = mode
+        # Only a name-like mode is kept: a key pasted into ``auth_mode`` must not ride along
+        # on the exception (an attribute is as reachable as the message).
+        self.mode = shown_mode_name(mode)
         self.where = where
 
 

@@ -161,7 +161,7 @@ def auth_data_from_external_tokens(tokens: ExternalAuthTokens, now: datetime) ->
         msg = "external auth tokens are missing ChatGPT metadata"
         raise AuthDataError(msg)
     if not is_header_safe(tokens.access_token) or not is_header_safe(meta.account_id):
-        msg = "external auth tokens contain a line break or NUL"
+        msg = "external auth tokens contain a line break, a control character or invalid Unicode"
         raise AuthDataError(msg)
     info = IdTokenInfo.parse(tokens.access_token)
     plan = (

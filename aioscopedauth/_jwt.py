@@ -23,6 +23,9 @@ _PROFILE_CLAIM = "https://api.openai.com/profile"
 _MIN_JWT_PARTS = 3
 
 
+_NOT_JSON = object()
+
+
 def decode_jwt_payload(jwt: str) -> dict[str, Any]:
     """Decode the payload of a JWT without checking its signature.
 
@@ -46,12 +49,16 @@ def decode_jwt_payload(jwt: str) -> dict[str, Any]:
     if "=" in payload or len(payload) % 4 == 1:
         msg = "invalid ID token format: the payload is not unpadded base64url"
         raise AuthDataError(msg)
+    claims: object = None
     try:
         raw = base64.b64decode(payload + "=" * (-len(payload) % 4), altchars=b"-_", validate=True)
         claims = json.loads(raw)
-    except (binascii.Error, ValueError, RecursionError) as exc:
+    except (binascii.Error, ValueError, RecursionError):
+        # Handled here and raised below: the decoder's exception holds the decoded token.
+        claims = _NOT_JSON
+    if claims is _NOT_JSON:
         msg = "invalid ID token format: the payload is not base64url-encoded JSON"
-        raise AuthDataError(msg) from exc
+        raise AuthDataError(msg)
     if not isinstance(claims, dict):
         msg = "invalid ID token format: the payload is not a JSON object"
         raise AuthDataError(msg)

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import aiohttp
 import attrs
@@ -46,10 +46,11 @@ from ._external import (
     auth_data_from_external_tokens,
 )
 from ._jwt import jwt_expiration
-from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, is_header_safe
+from ._model import UNSENDABLE, AccountIdentity, Auth, AuthDotJson, AuthMode, is_header_safe
 from ._oauth import (
     ACCOUNT_MISMATCH_MESSAGE,
     OAuthConfig,
+    min_refresh_gap,
     request_account_identity,
     request_token_refresh,
     stale_at,
@@ -58,18 +59,23 @@ from ._recovery import UnauthorizedRecovery
 from ._storage import AuthStore, FileAuthStore, MemoryAuthStore, load_auth_data
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
     from types import TracebackType
+
+    from ._oauth import TokenResponse
 
 __all__ = ["AuthChange", "AuthChanges", "AuthManager", "ForcedLoginMethod"]
 
 logger = logging.getLogger("aioscopedauth.manager")
 
+_R = TypeVar("_R")
 ForcedLoginMethod = Literal["api", "chatgpt"]
 ChangeReason = Literal["load", "reload", "refresh", "login", "logout", "workspace", "external"]
 _CHANGE_QUEUE_LIMIT = 256
 _WINNER_POLL_FIRST = 0.02
 _WINNER_POLL_MAX = 0.2
 """How often the store is re-read while waiting for another writer's tokens after a reuse."""
+_WARNED_LIMIT = 64
 _FAILURE_RECHECK = 1.0
 """After a failed refresh, ``auth()`` looks at the store for a newer login at most this often."""
 _IDENTITY_CACHE_LIMIT = 16
@@ -185,6 +191,15 @@ class _Shared:
     """Bumped on every change of ``snapshot``. A store read that started before a change is
     older than the snapshot and must not overwrite it (a coalesced reload finishing after a
     refresh would otherwise bring back the spent refresh token)."""
+    loop: asyncio.AbstractEventLoop | None = None
+    """The event loop that first used the manager; the only one it works on."""
+    born_stale: tuple[Auth, float, float] | None = None
+    """(snapshot, when, gap): a snapshot a refresh produced already due for a refresh (a clock
+    ahead of the endpoint's), refreshed proactively at most once per gap seconds."""
+    warned: set[str] = attrs.Factory(set)
+    """Warnings already logged once (a failure that repeats on every call)."""
+    warned_skew: bool = False
+    """Whether the clock-skew warning was logged (once per manager family)."""
     refresh_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     load_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     identities: dict[str, AccountIdentity] = attrs.field(factory=dict, repr=False)
@@ -397,6 +412,7 @@ class AuthManager:
                 requests with (``agentIdentity``, Bedrock, …); :meth:`auth_cached` and
                 :attr:`mode` still report it, and the store is left as it is.
         """
+        self._check_loop()
         external = self._external
         if external is not None and external.mode is AuthMode.BEARER:
             return await self._bearer_auth(external)
@@ -416,14 +432,67 @@ class AuthManager:
                 return self._shared.snapshot
             return snapshot
         inflight = self._shared.inflight
-        if inflight is not None and inflight.expected == snapshot and not _expired(snapshot):
+        waiting_would_help = inflight is None or inflight.expected != snapshot or _expired(snapshot)
+        if not waiting_would_help or self._refreshed_too_recently(snapshot):
+            # A refresh is already running while the token is still valid (keep using it),
+            # or this token was refreshed too recently to refresh it again.
             return snapshot
         try:
             await self._refresh(snapshot)
+        except StorageError as exc:
+            # A read-only home, a full disk, a lock held too long: the same failure on every
+            # call until someone fixes it. Back off like a transient failure and say it once.
+            self._record_failure(snapshot, TransientRefreshError(f"Failed to refresh token: {exc}"))
+            self._warn_once(f"Failed to refresh token: {exc}")
+            return snapshot
         except (AuthError, aiohttp.ClientError) as exc:
             logger.warning("Failed to refresh token: %s", exc)
             return snapshot
         return self._shared.snapshot
+
+    def _warn_once(self, message: str) -> None:
+        warned = self._shared.warned
+        if message in warned:
+            logger.debug("%s", message)
+            return
+        if len(warned) >= _WARNED_LIMIT:
+            warned.clear()
+        warned.add(message)
+        logger.warning("%s (said once; later repeats are logged at DEBUG)", message)
+
+    def _refreshed_too_recently(self, snapshot: Auth) -> bool:
+        """Whether ``snapshot`` came from a refresh already due, and was refreshed too lately.
+
+        A token that is due for a refresh the moment a refresh produced it (this machine's
+        clock is ahead of the endpoint's, or the endpoint issues expired tokens) would otherwise
+        be refreshed on every call. Such a snapshot is refreshed proactively at most once per
+        :func:`min_refresh_gap`; a 401 still refreshes it at once.
+        """
+        shared = self._shared
+        born = shared.born_stale
+        if born is None or born[0] is not snapshot:
+            return False
+        _, since, gap = born
+        if time.monotonic() - since >= gap:
+            return False
+        if not shared.warned_skew:
+            shared.warned_skew = True
+            logger.warning(
+                "The token endpoint returned an access token that is already due for a refresh "
+                "by this machine's clock: the clock may be ahead of the endpoint's, or the "
+                "endpoint issues expired tokens. Proactive refreshes are held to one every "
+                "%.0f s; check the clock.",
+                gap,
+            )
+        return True
+
+    def _note_born_stale(self, new: Auth, reason: ChangeReason) -> None:
+        # Only a snapshot our own refresh produced: whether another writer's tokens were due
+        # when they were made cannot be told from here (each process bounds its own refreshes).
+        shared = self._shared
+        shared.born_stale = None
+        if reason == "refresh" and self._is_stale(new):
+            shared.born_stale = (new, time.monotonic(), min_refresh_gap(new))
 
     def _is_stale(self, snapshot: Auth) -> bool:
         shared = self._shared
@@ -444,12 +513,29 @@ class AuthManager:
             return None
         if not tokens.access_token or not is_header_safe(tokens.access_token):
             logger.warning(
-                "External bearer source returned an empty token or one with a line break"
+                "External bearer source returned an empty token or one that cannot be sent as a "
+                "header (a line break, a control character or invalid Unicode)"
             )
             return None
         return Auth(AuthMode.BEARER, tokens.access_token)
 
+    def _check_loop(self) -> None:
+        # asyncio locks, tasks and the HTTP session belong to the loop that first used them;
+        # from another loop they fail deep inside with "Event loop is closed" or hang.
+        shared = self._shared
+        loop = asyncio.get_running_loop()
+        if shared.loop is None:
+            shared.loop = loop
+        elif shared.loop is not loop:
+            msg = (
+                "This AuthManager was first used on another event loop. A manager (and the "
+                "managers derived from it) belongs to one event loop: make one manager per "
+                "loop; they share the login through the store."
+            )
+            raise ConfigError(msg)
+
     async def _current(self) -> Auth | None:
+        self._check_loop()
         shared = self._shared
         if not shared.loaded:
             async with shared.load_lock:
@@ -522,6 +608,7 @@ class AuthManager:
             StorageError: The store could not be read (the cached snapshot is kept).
         """
         logger.debug("Reloading auth")
+        self._check_loop()
         shared = self._shared
         version = shared.version
         new = await self._load()
@@ -548,6 +635,8 @@ class AuthManager:
         if new == old:
             return False
         shared.version += 1
+        if new is not None:
+            self._note_born_stale(new, reason)
         if shared.failure is not None and shared.failure.auth != new:
             shared.failure = None
         self._notify(AuthChange(reason, new))
@@ -595,7 +684,7 @@ class AuthManager:
             msg = "The API key is empty."
             raise ConfigError(msg)
         if not is_header_safe(key):
-            msg = "The API key contains a line break or NUL; paste only the key."
+            msg = f"The API key {UNSENDABLE}; paste only the key."
             raise ConfigError(msg)
         shared = self._shared
         await shared.store.save(AuthDotJson.for_api_key(key))
@@ -801,11 +890,10 @@ class AuthManager:
             raise TransientRefreshError(msg)
         if external.mode is AuthMode.BEARER:
             context = RefreshContext(rejected_token=None if rejected is None else rejected.token)
-            try:
-                await external.refresh(context)
-            except Exception as exc:
-                msg = f"external bearer refresh failed: {_describe(exc)}"
-                raise TransientRefreshError(msg) from exc
+            outcome = await _call_source(external.refresh(context))
+            if isinstance(outcome, str):
+                msg = f"external bearer refresh failed: {outcome}"
+                raise TransientRefreshError(msg)
             return True
         snapshot = rejected if rejected is not None else await self._current()
         if snapshot is None:
@@ -814,6 +902,7 @@ class AuthManager:
         return await self._refresh(snapshot)
 
     async def _refresh(self, expected: Auth) -> bool:
+        self._check_loop()
         shared = self._shared
         inflight = shared.inflight
         if inflight is None or inflight.task.done() or inflight.expected != expected:
@@ -927,6 +1016,16 @@ class AuthManager:
             self._record_failure(expected, exc)
             raise
 
+        if not answer.usable:
+            # Nothing in the answer can be kept: report it and leave the store as it is.
+            msg = (
+                "Failed to refresh token: the token endpoint's answer was unusable "
+                f"({'; '.join(answer.problems)}). Retry later."
+            )
+            error = TransientRefreshError(msg)
+            self._record_failure(expected, error)
+            raise error
+
         def merge(stored: AuthDotJson) -> AuthDotJson:
             return stored.with_refreshed_tokens(
                 id_token=answer.id_token,
@@ -957,17 +1056,37 @@ class AuthManager:
                 exc,
             )
             self._set(self._auth_for(merged), "refresh")
-            return True
+            return self._report_unusable_parts(answer)
         shared.unsaved = None
         if result.written:
             # The answer is "does the caller now have other auth", not "did this call change
             # the snapshot": a reload that read the saved file meanwhile may have set it.
             self._set(self._auth_for(result.after), "refresh")
-            return True
+            return self._report_unusable_parts(answer)
         # Someone wrote the login after we read it: a logout, a new login, or another writer's
         # tokens. Theirs wins; the answer to our spent token is dropped.
         logger.info("Kept the login another process saved during the refresh; not writing ours")
         return self._adopt_after_spend(expected, self._auth_for(result.after))
+
+    def _report_unusable_parts(self, answer: TokenResponse) -> bool:
+        """After keeping the usable part of an answer, raise for the parts that were dropped."""
+        if not answer.problems:
+            return True
+        if "refresh_token" in answer.dropped:
+            kept = "it returned no usable refresh token, so if the next refresh fails, log in again"
+        elif answer.refresh_token is not None:
+            kept = "the new refresh token was kept"
+        else:
+            kept = "the rest was kept"
+        msg = (
+            "Failed to refresh token: the token endpoint's answer was partly unusable "
+            f"({'; '.join(answer.problems)}); {kept}. Retry later."
+        )
+        error = TransientRefreshError(msg)
+        snapshot = self._shared.snapshot
+        if snapshot is not None:
+            self._record_failure(snapshot, error)
+        raise error
 
     def _auth_for(self, data: AuthDotJson | None) -> Auth | None:
         if data is None:
@@ -1035,11 +1154,11 @@ class AuthManager:
         context = RefreshContext(
             previous_account_id=expected.account_id, rejected_token=expected.token
         )
-        try:
-            tokens = await external.refresh(context)
-        except Exception as exc:
-            msg = f"external auth refresh failed: {_describe(exc)}"
-            raise TransientRefreshError(msg) from exc
+        outcome = await _call_source(external.refresh(context))
+        if not isinstance(outcome, ExternalAuthTokens):
+            msg = f"external auth refresh failed: {outcome}"
+            raise TransientRefreshError(msg)
+        tokens = outcome
         meta = tokens.chatgpt_metadata
         if meta is None:
             msg = "external auth refresh did not return ChatGPT metadata"
@@ -1095,6 +1214,19 @@ def _expired(auth: Auth) -> bool:
     except AuthDataError:
         return False
     return exp is not None and exp <= _now()
+
+
+async def _call_source(call: Awaitable[_R]) -> _R | str:
+    """Await a host's or provider's source; return its result, or a safe description of why not.
+
+    The source's exception is described (by :func:`_describe`) and dropped here, so the error
+    raised by the caller neither chains it nor has it as its context: a host app's exception may
+    quote a token, and a chained one would reach every formatted traceback.
+    """
+    try:
+        return await call
+    except Exception as exc:  # noqa: BLE001 -- any failure of a foreign source, described
+        return _describe(exc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ACCOUNT_HEADER",
     "FEDRAMP_HEADER",
+    "UNSENDABLE",
     "AccountIdentity",
     "Auth",
     "AuthDotJson",
@@ -174,16 +175,25 @@ def format_rfc3339(moment: datetime) -> str:
     return f"{base}.{micros:06d}Z"
 
 
+_UNSENDABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+UNSENDABLE = "contains a line break, a control character or invalid Unicode"
+"""How an error says that a value fails :func:`is_header_safe` (never quoting the value)."""
+
+
 def is_header_safe(value: str) -> bool:
-    """Whether ``value`` can be sent as an HTTP header value (no CR, LF or NUL).
+    """Whether ``value`` can be sent as an HTTP header value.
+
+    Refused: every control character (CR, LF and NUL would split or truncate the header; the
+    others make aiohttp refuse every request), DEL, and lone surrogates (they cannot be encoded
+    as UTF-8, so neither sent nor saved).
 
     Args:
         value: A token, key or account id.
 
     Returns:
-        ``False`` when sending it would split or truncate the header.
+        ``False`` when it cannot be sent as is.
     """
-    return not any(ch in value for ch in "\r\n\0")
+    return _UNSENDABLE.search(value) is None
 
 
 def _str_field(
@@ -200,7 +210,7 @@ def _str_field(
         raise AuthDataError(msg)
     if header and not is_header_safe(value):
         # It is sent as a header value; a line break there is header injection, not a token.
-        msg = f"{where}.{key} contains a line break or NUL"
+        msg = f"{where}.{key} {UNSENDABLE}"
         raise AuthDataError(msg)
     return value
 
@@ -397,12 +407,15 @@ class AuthDotJson:
             obj = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             # The decoder's own message gives a position only, never file content.
-            msg = f"not valid JSON ({exc})"
-            raise AuthDataError(msg) from exc
-        except RecursionError as exc:
-            msg = "not valid JSON (nested too deeply)"
-            raise AuthDataError(msg) from exc
-        return cls.from_dict(obj)
+            problem = str(exc)
+        except RecursionError:
+            problem = "nested too deeply"
+        else:
+            return cls.from_dict(obj)
+        # Raised outside the handler, so the decoder's exception is not even the context: it
+        # holds the whole document (``doc``, ``object``), secrets included.
+        msg = f"not valid JSON ({problem})"
+        raise AuthDataError(msg)
 
     def validate(self) -> None:
         """Check the rules that tie the mode to the rest of the payload.

@@ -23,8 +23,15 @@ from ._errors import (
     RefreshTokenFailedError,
     TransientRefreshError,
 )
-from ._jwt import PlanType, decode_jwt_payload
-from ._model import DEFAULT_ACCOUNT_HEADER, AccountIdentity, Auth, AuthMode, is_header_safe
+from ._jwt import IdTokenInfo, PlanType, decode_jwt_payload
+from ._model import (
+    DEFAULT_ACCOUNT_HEADER,
+    UNSENDABLE,
+    AccountIdentity,
+    Auth,
+    AuthMode,
+    is_header_safe,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -40,6 +47,7 @@ __all__ = [
     "classify_refresh_failure",
     "extract_error_code",
     "is_stale",
+    "min_refresh_gap",
     "parse_account_identity",
     "request_account_identity",
     "request_token_refresh",
@@ -150,6 +158,23 @@ class OAuthConfig:
         return cls(url, CODEX_CLIENT_ID, **overrides)
 
 
+def _lifetime(auth: Auth) -> tuple[datetime | None, timedelta | None]:
+    """The access token's ``exp`` and lifetime (from ``iat``, else ``last_refresh``), if known."""
+    if auth.data is None or auth.data.tokens is None:
+        return None, None
+    try:
+        claims = decode_jwt_payload(auth.data.tokens.access_token)
+    except AuthDataError:
+        claims = {}
+    exp = _timestamp(claims.get("exp"))
+    if exp is None:
+        return None, None
+    issued = _timestamp(claims.get("iat")) or auth.data.last_refresh
+    if issued is None or exp <= issued:
+        return exp, None
+    return exp, exp - issued
+
+
 def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
     """Return when a snapshot becomes due for a proactive refresh (reference §2.5).
 
@@ -163,22 +188,50 @@ def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
         The access token's ``exp`` minus the refresh window (capped at a quarter of the token's
         lifetime, from ``iat`` or ``last_refresh``); for a token without ``exp``,
         ``last_refresh`` plus ``max_age``; ``None`` when it is never refreshed proactively.
+        Dates at the ends of the calendar saturate (due at once, or never) instead of raising.
     """
     if auth.mode is not AuthMode.CHATGPT or auth.data is None or auth.data.tokens is None:
         return None
-    try:
-        claims = decode_jwt_payload(auth.data.tokens.access_token)
-    except AuthDataError:
-        claims = {}
-    exp = _timestamp(claims.get("exp"))
+    exp, lifetime = _lifetime(auth)
     if exp is not None:
-        window = config.refresh_window
-        issued = _timestamp(claims.get("iat")) or auth.data.last_refresh
-        if issued is not None and exp > issued:
-            window = min(window, (exp - issued) / 4)
-        return exp - window
+        window = (
+            config.refresh_window if lifetime is None else min(config.refresh_window, lifetime / 4)
+        )
+        try:
+            return exp - window
+        except OverflowError:
+            return exp  # an exp at the start of the calendar: due (long) ago
     refreshed = auth.data.last_refresh
-    return None if refreshed is None else refreshed + config.max_age
+    if refreshed is None:
+        return None
+    try:
+        return refreshed + config.max_age
+    except OverflowError:
+        return None  # a last_refresh at the end of the calendar: never due by age
+
+
+DEFAULT_REFRESH_GAP = 5.0
+"""Seconds between two proactive refreshes when a token's lifetime is unknown."""
+
+
+def min_refresh_gap(auth: Auth) -> float:
+    """Return the shortest time between two proactive refreshes of a login like ``auth``.
+
+    A quarter of the access token's lifetime (``iat``, else ``last_refresh``, to ``exp``), or
+    :data:`DEFAULT_REFRESH_GAP` when it is unknown. It applies only to a token that was due for
+    a refresh the moment a refresh produced it (a wrong clock, or an endpoint that issues
+    expired tokens), which would otherwise be refreshed on every call.
+
+    Args:
+        auth: A snapshot that was just refreshed or adopted.
+
+    Returns:
+        Seconds.
+    """
+    _, lifetime = _lifetime(auth)
+    if lifetime is None:
+        return DEFAULT_REFRESH_GAP
+    return lifetime.total_seconds() / 4
 
 
 def is_stale(auth: Auth, now: datetime, config: OAuthConfig) -> bool:
@@ -299,39 +352,96 @@ def classify_refresh_failure(
     )
 
 
+MAX_TOKEN_CHARS = 128 * 1024
+"""A token longer than this is refused: real ones are a few KiB, and three of them must fit
+in an ``auth.json`` the loader accepts (1 MiB)."""
+
+
 @attrs.frozen
 class TokenResponse:
     """What a successful refresh returned; each token may be absent.
 
+    A token the answer carries but that cannot be used (not a string, unsendable as a header,
+    too long, an id token that is not a JWT) is dropped and described in ``problems``, so that
+    the usable rest of the answer — above all a rotated refresh token — is still kept.
+
     Attributes:
-        id_token: The new id token, if any.
-        access_token: The new access token, if any.
-        refresh_token: The new refresh token, if any (rotating endpoints always send one).
+        id_token: The new id token, if any usable one.
+        access_token: The new access token, if any usable one.
+        refresh_token: The new refresh token, if any usable one.
+        problems: What was wrong with each dropped token (never quoting it).
+        dropped: The names of the dropped tokens (``"access_token"`` …).
     """
 
     id_token: str | None = attrs.field(default=None, repr=False)
     access_token: str | None = attrs.field(default=None, repr=False)
     refresh_token: str | None = attrs.field(default=None, repr=False)
+    problems: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        """Whether the answer carries at least one usable token (or drops none)."""
+        tokens = (self.id_token, self.access_token, self.refresh_token)
+        return not self.dropped or any(t is not None for t in tokens)
 
 
-def _parse_success(text: str, status: int) -> TokenResponse:
-    problem = "the token endpoint answered with something that is not a JSON object"
+def _token_problem(key: str, value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"its {key} is not a string"
+    if not value:
+        return f"its {key} is empty"
+    if len(value) > MAX_TOKEN_CHARS:
+        return f"its {key} is longer than {MAX_TOKEN_CHARS // 1024} KiB"
+    if not is_header_safe(value):
+        return f"its {key} {UNSENDABLE}"
+    if key == "id_token":
+        try:
+            IdTokenInfo.parse(value)
+        except AuthDataError as exc:
+            return f"its id_token is unusable ({exc})"
+    return None
+
+
+def parse_token_response(text: str) -> TokenResponse | None:
+    """Parse a 200 answer of the token endpoint, keeping every usable token.
+
+    Args:
+        text: The body.
+
+    Returns:
+        The usable tokens and the problems of the others; ``None`` when the body is not a JSON
+        object at all.
+    """
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError):
         obj = None
-    if isinstance(obj, dict):
-        values: dict[str, str | None] = {}
-        for key in ("id_token", "access_token", "refresh_token"):
-            value = obj.get(key)
-            if value is not None and not isinstance(value, str):
-                problem = f"the token endpoint's {key} is not a string"
-                break
-            values[key] = value
-        else:
-            return TokenResponse(**values)
-    msg = f"Failed to refresh token: {problem}. Retry later."
-    raise TransientRefreshError(msg, status=status)
+    if not isinstance(obj, dict):
+        return None
+    values: dict[str, str | None] = {}
+    problems: list[str] = []
+    dropped: list[str] = []
+    for key in ("id_token", "access_token", "refresh_token"):
+        value = obj.get(key)
+        problem = None if value is None else _token_problem(key, value)
+        if problem is not None:
+            problems.append(problem)
+            dropped.append(key)
+            value = None
+        values[key] = value
+    return TokenResponse(**values, problems=tuple(problems), dropped=tuple(dropped))
+
+
+def _parse_success(text: str, status: int) -> TokenResponse:
+    answer = parse_token_response(text)
+    if answer is None:
+        msg = (
+            "Failed to refresh token: the token endpoint answered with something that is not a "
+            "JSON object. Retry later."
+        )
+        raise TransientRefreshError(msg, status=status)
+    return answer
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -402,8 +512,12 @@ async def request_token_refresh(
         )
         raise TransientRefreshError(scrub(msg, [refresh_token])) from exc
     text = raw.decode("utf-8", errors="replace")
-    logger.error(
-        "Failed to refresh token: %s: %s", _status_text(status), scrub(text, [refresh_token])
+    # DEBUG, not ERROR: the failure is raised to the caller, who decides (and a refused
+    # refresh is often recovered: another writer's tokens are adopted).
+    logger.debug(
+        "Token endpoint refused the refresh: %s: %s",
+        _status_text(status),
+        scrub(text, [refresh_token]),
     )
     raise classify_refresh_failure(status, text, secrets=[refresh_token])
 

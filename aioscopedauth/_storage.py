@@ -10,6 +10,7 @@ the file leaks the handle.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -17,17 +18,17 @@ import logging
 import os
 import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
-import anyio
-import anyio.to_thread
 import attrs
 
 from ._commit import REFRESH_LOCK, CommitResult, codex_commit_locks, file_lock
 from ._errors import AuthDataError, StorageError
 from ._model import AuthDotJson
+from ._paths import user_path
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -144,15 +145,38 @@ def store_key(home: str | os.PathLike[str]) -> str:
 
 
 def _to_path(value: str | os.PathLike[str]) -> Path:
-    return Path(value).expanduser()
+    return user_path(value, "the home folder")
 
 
 async def _in_thread(func: Callable[[], _T]) -> _T:
-    # Not abandoned on cancel: the call completes (atomically) and cancellation is delivered
-    # right after, so a cancelled save is either fully done or not started. Saves take the
-    # commit locks around this call, so they are also ordered: a cancelled save that is still
-    # writing holds the locks until it is done, and a newer save waits for them.
-    return await anyio.to_thread.run_sync(func)
+    """Run ``func`` in a worker thread; if the caller is cancelled, wait for it to finish first.
+
+    A thread cannot be stopped, so a cancelled caller still waits for the call to complete
+    (atomically) and only then sees the cancellation: a cancelled save is either fully done or
+    not started. Saves take the commit locks around this call, so they are also ordered: a
+    cancelled save that is still writing holds the locks until it is done, and a newer save
+    waits for them. (``anyio.to_thread.run_sync`` gives this only for anyio's own cancel
+    scopes, not for ``Task.cancel()``: a cancelled save used to land after a newer one.)
+    """
+    call = asyncio.ensure_future(asyncio.to_thread(func))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await _finish(call)
+        raise
+
+
+async def _finish(call: asyncio.Future[Any]) -> None:
+    call.add_done_callback(_retrieve)
+    while not call.done():
+        # Another cancellation while waiting is delivered by the raise in the caller.
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(call)
+
+
+def _retrieve(call: asyncio.Future[Any]) -> None:
+    if not call.cancelled():
+        call.exception()
 
 
 def _ensure_private_dir(directory: Path) -> None:
@@ -462,8 +486,28 @@ class FileAuthStore:
         return file_lock(self.lock_path, self.lock_timeout)
 
 
-def _encode(data: AuthDotJson) -> bytes:
-    return data.to_json().encode()
+def _encode(data: AuthDotJson, *, compact: bool = False) -> bytes:
+    """Serialise ``data`` for a store, refusing what could not be read back.
+
+    Whatever is saved must load again: a payload that cannot be encoded (a lone surrogate),
+    is over the loader's size limit, or does not parse is refused before anything is written.
+    """
+    try:
+        payload = data.to_json(compact=compact).encode()
+    except UnicodeEncodeError:
+        problem = "it contains invalid Unicode (a lone surrogate)"
+    else:
+        if len(payload) > MAX_AUTH_FILE_BYTES:
+            problem = f"it would be larger than {MAX_AUTH_FILE_BYTES // 1024} KiB"
+        else:
+            try:
+                AuthDotJson.from_json(payload)
+            except AuthDataError as exc:
+                problem = f"it would not load again ({exc})"
+            else:
+                return payload
+    msg = f"Refused to save the login: {problem}. Nothing was written; the stored one is intact."
+    raise StorageError(msg)
 
 
 @contextlib.asynccontextmanager
@@ -530,6 +574,36 @@ class MemoryAuthStore:
         return _no_lock()
 
 
+async def _in_daemon_thread(func: Callable[[], _T], limit: float) -> _T:
+    """Run ``func`` in a daemon thread of its own and wait for it at most ``limit`` seconds.
+
+    A keyring call cannot be interrupted: on timeout (or cancellation) the thread is abandoned.
+    It is a daemon thread, so an abandoned call never keeps the process from exiting (a
+    worker thread of the default pool is joined at exit, and would hang it forever).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():  # the caller gave up
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]  # None only with an error
+
+    def run() -> None:
+        try:
+            outcome: tuple[_T | None, BaseException | None] = (func(), None)
+        except BaseException as exc:  # noqa: BLE001 -- handed to the waiting task
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed while we were stuck
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="aioscopedauth-keyring", daemon=True).start()
+    return await asyncio.wait_for(future, limit)
+
+
 def _default_keyring() -> keyring.backend.KeyringBackend:
     try:
         import keyring  # noqa: PLC0415 -- optional extra, needed only by the keyring stores
@@ -576,10 +650,7 @@ class KeyringAuthStore:
     async def _call(self, what: str, func: Callable[[keyring.backend.KeyringBackend], _T]) -> _T:
         backend = self.backend or _default_keyring()
         try:
-            with anyio.fail_after(self.timeout):
-                # Abandoned on timeout: a keyring call cannot be interrupted, so the thread is
-                # left to finish on its own rather than hang the caller.
-                return await anyio.to_thread.run_sync(lambda: func(backend), abandon_on_cancel=True)
+            return await _in_daemon_thread(lambda: func(backend), self.timeout)
         except TimeoutError as exc:
             msg = (
                 f"{what}: the keyring did not answer within {self.timeout:g} s. "
@@ -616,7 +687,7 @@ class KeyringAuthStore:
             raise StorageError(msg) from exc
 
     async def _write_entry(self, data: AuthDotJson) -> None:
-        text = data.to_json(compact=True)
+        text = _encode(data, compact=True).decode()
         await self._call(
             "failed to write OAuth tokens to keyring",
             lambda b: b.set_password(self.service, self.account, text),

@@ -469,3 +469,55 @@ def test_invalid_command_config(kwargs: dict[str, object], message: str) -> None
 def test_repr_names_the_command_not_the_token(tmp_path: Path) -> None:
     refresher = CommandBearerRefresher(ProviderAuthCommand("./x.sh", cwd=tmp_path))
     assert repr(refresher) == "<CommandBearerRefresher command='./x.sh' runs=0>"
+
+
+async def test_a_background_child_holding_stdout_does_not_hold_the_call(tmp_path: Path) -> None:
+    # The command prints its token and exits 0, but leaves a child that keeps stdout open: the
+    # call used to wait for the full timeout and then fail with "timed out".
+    _write(tmp_path / "bg.sh", '#!/bin/sh\nsleep 60 &\necho "$!" > pid\necho bg-token\n')
+    config = ProviderAuthCommand("./bg.sh", cwd=tmp_path, timeout=30.0)
+    tokens = await CommandBearerRefresher(config).resolve()
+    assert tokens is not None
+    assert tokens.access_token == "bg-token"
+    pid = int((tmp_path / "pid").read_text())
+    assert await _wait_dead([pid]) == [False]
+
+
+async def test_a_child_that_detached_with_setsid_but_kept_stdout_is_killed(tmp_path: Path) -> None:
+    # setsid takes the child out of the command's process group, out of killpg's reach; it is
+    # found by the pipe it still holds.
+    _write(tmp_path / "detach.sh", '#!/bin/sh\nsetsid sleep 60 &\necho "$!" > pid\necho tok\n')
+    config = ProviderAuthCommand("./detach.sh", cwd=tmp_path, timeout=30.0)
+    tokens = await CommandBearerRefresher(config).resolve()
+    assert tokens is not None
+    assert tokens.access_token == "tok"
+    pid = int((tmp_path / "pid").read_text())
+    assert await _wait_dead([pid]) == [False]
+
+
+async def test_a_daemon_that_closed_its_output_is_the_documented_limit(tmp_path: Path) -> None:
+    # A child that detaches *and* closes the pipes cannot be found without cgroups: it is not
+    # killed (documented), and it does not hold the call either.
+    _write(
+        tmp_path / "daemon.sh",
+        '#!/bin/sh\nsetsid sleep 60 </dev/null >/dev/null 2>&1 &\necho "$!" > pid\necho tok\n',
+    )
+    config = ProviderAuthCommand("./daemon.sh", cwd=tmp_path, timeout=30.0)
+    tokens = await CommandBearerRefresher(config).resolve()
+    assert tokens is not None
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        assert _alive(pid)
+    finally:
+        os.kill(pid, 9)
+    assert await _wait_dead([pid]) == [False]
+
+
+@pytest.mark.parametrize("output", ["tok\x01en", "tok\x7f", "tok\x1ben", "tok\udcff"])
+def test_a_token_with_a_control_character_is_refused(output: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse_command_output(output, "./print-token.sh", datetime.now(UTC))
+    assert str(info.value) == (
+        "provider auth command `./print-token.sh` printed a token that contains a line break, "
+        "a control character or invalid Unicode"
+    )

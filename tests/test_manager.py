@@ -45,6 +45,8 @@ from support import CANARIES, GatedFileStore
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from aioscopedauth.testing.plugin import LeakGuard
+
 
 def _stored(home: Path) -> AuthDotJson:
     return AuthDotJson.from_json((home / "auth.json").read_text())
@@ -363,8 +365,11 @@ async def test_permanent_failures(
         ),
         (
             TokenFailure(200, {"access_token": 5}),
-            "Failed to refresh token: the token endpoint's access_token is not a string.",
-            200,
+            (
+                "Failed to refresh token: the token endpoint's answer was unusable (its "
+                "access_token is not a string). Retry later."
+            ),
+            None,
         ),
     ],
 )
@@ -374,7 +379,7 @@ async def test_transient_failures(
     server: FakeAuthServer,
     failure: TokenFailure,
     message: str,
-    status: int,
+    status: int | None,
 ) -> None:
     login = server.login(expired=True)
     write_auth_json(home, login)
@@ -728,13 +733,18 @@ async def test_manager_repr_and_logs_hold_no_secret(
     assert any(r.levelno == logging.WARNING for r in canary_logs.records)
 
 
-async def test_bad_id_token_from_endpoint_is_transient(
+async def test_bad_id_token_from_endpoint_is_transient_and_the_rest_is_kept(
     home: Path, manager: AuthManager, server: FakeAuthServer
 ) -> None:
     write_auth_json(home, server.login(expired=True))
     server.failures.append(TokenFailure(200, {"access_token": "a", "id_token": "nope"}))
-    with pytest.raises(TransientRefreshError, match="bad id token"):
+    with pytest.raises(TransientRefreshError) as info:
         await manager.refresh_token()
+    assert str(info.value) == (
+        "Failed to refresh token: the token endpoint's answer was partly unusable (its "
+        "id_token is unusable (invalid ID token format)); the rest was kept. Retry later."
+    )
+    assert _stored(home).tokens.access_token == "a"  # type: ignore[union-attr]
 
 
 async def test_auth_without_account_id_still_refreshes(
@@ -804,11 +814,20 @@ async def test_closing_changes_wakes_a_waiting_consumer(manager: AuthManager) ->
 
 @pytest.mark.parametrize(
     ("key", "message"),
-    [("   ", "The API key is empty."), ("sk-1\nsk-2", "contains a line break or NUL")],
+    [
+        ("   ", "The API key is empty."),
+        ("sk-1\nsk-2", "contains a line break, a control character or invalid Unicode"),
+        ("sk-1\x01", "contains a line break, a control character or invalid Unicode"),
+        ("sk-1\x7f", "contains a line break, a control character or invalid Unicode"),
+        # A lone surrogate used to escape as a bare UnicodeEncodeError quoting the key.
+        ("sk-1\udcff", "contains a line break, a control character or invalid Unicode"),
+    ],
+    ids=["blank", "line break", "control character", "DEL", "lone surrogate"],
 )
 async def test_login_with_a_bad_api_key_is_refused(
-    home: Path, manager: AuthManager, key: str, message: str
+    home: Path, manager: AuthManager, key: str, message: str, leak_guard: LeakGuard
 ) -> None:
+    leak_guard.plant(key.strip())  # the refusal must not quote it, nor chain what does
     with pytest.raises(ConfigError, match=message):
         await manager.login_with_api_key(key)
     assert not (home / "auth.json").exists()
@@ -857,7 +876,7 @@ async def test_bearer_source_with_an_unsendable_token_gives_none(
 ) -> None:
     derived = manager.with_external_bearer_refresher(_StaticBearer(token))
     assert await derived.auth() is None
-    assert "empty token or one with a line break" in caplog.text
+    assert "empty token or one that cannot be sent as a header" in caplog.text
 
 
 async def test_host_tokens_with_a_line_break_are_refused(manager: AuthManager) -> None:

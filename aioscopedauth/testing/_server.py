@@ -133,6 +133,12 @@ class FakeAuthServer:
     """Set when a token request arrives."""
     api_always_401: bool = attrs.field(default=False, init=False)
     """Answer every API request 401."""
+    mangle_answer: Callable[[dict[str, Any]], dict[str, Any] | str] | None = attrs.field(
+        default=None, init=False
+    )
+    """Rewrites each successful refresh's answer (the refresh token was spent and rotated
+    already): return a dict to send as JSON, or a str to send as the raw body. For testing
+    what a client does with a 200 answer that is partly unusable."""
     token_hook: Callable[[Any], Awaitable[None]] | None = attrs.field(default=None, init=False)
     """Awaited with each decoded token request body before it is answered (to delay or hold
     one client's refresh, e.g. only requests without Codex's ``refresh_reason``)."""
@@ -337,13 +343,17 @@ class FakeAuthServer:
         self._spent_refresh.add(body["refresh_token"])
         self.refreshes += 1
         self.refresh_times.append(time.monotonic())
-        return web.json_response(
-            {
-                "access_token": self._mint_access(self.account_id),
-                "refresh_token": self._mint_refresh(),
-                "id_token": make_id_token(account_id=self.account_id, plan_type="pro"),
-            }
-        )
+        answer: dict[str, Any] = {
+            "access_token": self._mint_access(self.account_id),
+            "refresh_token": self._mint_refresh(),
+            "id_token": make_id_token(account_id=self.account_id, plan_type="pro"),
+        }
+        if self.mangle_answer is not None:
+            mangled = self.mangle_answer(answer)
+            if isinstance(mangled, str):
+                return web.Response(text=mangled, content_type="application/json")
+            answer = mangled
+        return web.json_response(answer)
 
     def _refuse(self, body: Any) -> web.Response | None:  # noqa: ANN401 -- any decoded JSON
         if not isinstance(body, dict):

@@ -18,6 +18,7 @@ The async fixture needs pytest-asyncio (any mode).
 from __future__ import annotations
 
 import logging
+import traceback
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -111,6 +112,7 @@ class LeakGuard:
         self.logs = _Recorder()
         self.asyncio_logs = _Recorder()
         self.errors: list[str] = []
+        self.raised: list[AuthError] = []
 
     def plant(self, *secrets: str) -> None:
         """Add values that must never appear in a log record or an error.
@@ -125,9 +127,31 @@ class LeakGuard:
         unclosed = [t for t in self.asyncio_logs.texts if "Unclosed" in t]
         assert not unclosed, f"unclosed aiohttp resources: {unclosed}"  # noqa: S101 -- pytest
         secrets = self.planted | issued_secrets()
-        for text in self.logs.texts + self.errors:
+        texts = self.logs.texts + self.errors + [_chain_text(e) for e in self.raised]
+        for text in texts:
             leaked = any(secret in text for secret in secrets)
             assert not leaked, f"a secret leaked into a log record or error: {text[:200]!r}"  # noqa: S101 -- pytest
+
+
+def _chain_text(error: BaseException) -> str:
+    """The formatted traceback of ``error`` and the repr of every exception chained to it.
+
+    ``__context__`` is followed even when suppressed (``raise ... from None``): the exception
+    is still reachable from the one raised, and a ``repr`` (a ``UnicodeDecodeError``'s holds the
+    bytes it failed on) or an attribute of it may quote a secret.
+    """
+    parts = ["".join(traceback.format_exception(error))]
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        link = stack.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        parts.append(repr(link))
+        parts.extend(repr(value) for value in vars(link).values() if isinstance(value, str | bytes))
+        stack += [link.__cause__, link.__context__]
+    return "\n".join(parts)
 
 
 @pytest.fixture
@@ -149,6 +173,7 @@ def auth_leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[LeakGuard]:
     def observing_init(self: AuthError, *args: object) -> None:
         original_init(self, *args)
         guard.errors.append(" ".join(str(a) for a in args))
+        guard.raised.append(self)
 
     monkeypatch.setattr(AuthError, "__init__", observing_init)
     try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from aioscopedauth import (
     AuthDataError,
+    AuthDotJson,
     AuthManager,
     CommandBearerRefresher,
     CommandError,
@@ -27,6 +29,7 @@ from aioscopedauth import (
 from aioscopedauth.testing import FakeAuthServer, TokenFailure, make_jwt, write_auth_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 GOOD_ID = make_jwt({"email": "e@example.com"})
@@ -126,11 +129,6 @@ ENDPOINT_ANSWERS: dict[str, tuple[TokenFailure, type[Exception], str]] = {
         TransientRefreshError,
         "access_token is not a string",
     ),
-    "id_token no JWT": (
-        TokenFailure(200, {"access_token": "a", "id_token": "x"}),
-        TransientRefreshError,
-        "bad id token",
-    ),
     "500 HTML": (
         TokenFailure(500, "<html>oops</html>", "text/html"),
         TransientRefreshError,
@@ -164,6 +162,92 @@ async def test_bad_token_endpoint_answers(
         with pytest.raises(error, match=message):
             await manager.refresh_token()
     assert path.read_bytes() == before
+
+
+def _with(key: str, value: object) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda answer: {**answer, key: value}
+
+
+def _raw_access(text: str) -> Callable[[dict[str, Any]], str]:
+    # A JSON body whose access token is ``text`` written raw (escapes such as \ud800 decode to
+    # a lone surrogate, which json.dumps on the server side would not produce).
+    def mangle(answer: dict[str, Any]) -> str:
+        rest = json.dumps({k: v for k, v in answer.items() if k != "access_token"})
+        return '{"access_token": "' + text + '", ' + rest[1:]
+
+    return mangle
+
+
+# A 200 answer from a rotating endpoint: the old refresh token is spent whatever else is wrong,
+# so the usable rest (above all the new refresh token) must be kept, and what is saved must load.
+PARTLY_UNUSABLE: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any] | str], str]] = {
+    "access token with CR/LF": (
+        _with("access_token", "at\r\nX-Evil: 1"),
+        "access_token contains a line break",
+    ),
+    "access token with a control character": (
+        _with("access_token", "at\x01x"),
+        "access_token contains a line break, a control character",
+    ),
+    "access token with a lone surrogate": (
+        _raw_access("at-\\ud800"),
+        "access_token contains a line break, a control character or invalid Unicode",
+    ),
+    "access token of 1,047,000 bytes, the answer under the 1 MiB cap": (
+        _with("access_token", "a" * 1_047_000),
+        "access_token is longer than 128 KiB",
+    ),
+    "id token that is no JWT": (_with("id_token", "nope"), "id_token is unusable"),
+    "id token whose email is a number": (
+        _with("id_token", make_jwt({"email": 7})),
+        "id_token is unusable",
+    ),
+    "id token that is a number": (_with("id_token", 7), "id_token is not a string"),
+}
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"), PARTLY_UNUSABLE.values(), ids=PARTLY_UNUSABLE.keys()
+)
+async def test_a_partly_unusable_answer_keeps_the_new_refresh_token(
+    home: Path,
+    oauth: OAuthConfig,
+    server: FakeAuthServer,
+    mangle: Callable[[dict[str, Any]], dict[str, Any] | str],
+    message: str,
+) -> None:
+    login = server.login(expired=True)
+    path = write_auth_json(home, login)
+    server.mangle_answer = mangle
+    async with AuthManager(FileAuthStore(home), oauth) as manager:
+        with pytest.raises(TransientRefreshError, match=message) as info:
+            await manager.refresh_token()
+        assert "the new refresh token was kept" in str(info.value)
+        # What was saved loads again, and holds the rotated refresh token, not the spent one.
+        stored = await FileAuthStore(home).load()
+        assert stored is not None
+        assert stored.tokens is not None
+        assert login.tokens is not None
+        assert stored.tokens.refresh_token != login.tokens.refresh_token
+        assert server.is_valid_refresh_token(stored.tokens.refresh_token)
+        # Once the endpoint answers well again, the next refresh spends the kept token.
+        server.mangle_answer = None
+        assert await manager.refresh_token() is True
+    assert server.reuse_answers == 0
+    assert server.refreshes == 2
+    assert AuthDotJson.from_json(path.read_bytes()).tokens is not None
+
+
+async def test_an_unusable_refresh_token_in_an_answer_says_to_log_in_if_it_fails(
+    home: Path, oauth: OAuthConfig, server: FakeAuthServer
+) -> None:
+    write_auth_json(home, server.login(expired=True))
+    server.mangle_answer = _with("refresh_token", "rt\nX: 1")
+    async with AuthManager(FileAuthStore(home), oauth) as manager:
+        with pytest.raises(TransientRefreshError, match="refresh_token contains a line break") as e:
+            await manager.refresh_token()
+        assert "if the next refresh fails, log in again" in str(e.value)
+    assert await FileAuthStore(home).load() is not None
 
 
 async def test_slow_token_endpoint(home: Path, server: FakeAuthServer) -> None:
@@ -248,4 +332,5 @@ def test_bad_jwts(token: str) -> None:
 def test_catalogue_has_at_least_30_cases() -> None:
     # The two logged-out files and the slow endpoint are cases of their own tests.
     total = len(BAD_FILES) + 2 + len(ENDPOINT_ANSWERS) + 1 + len(COMMANDS) + len(CONFIGS)
+    total += len(PARTLY_UNUSABLE) + 1
     assert total + len(BAD_JWTS) >= 30

@@ -30,7 +30,9 @@ BASE = Path(__file__).parent  # where relative auth.cwd values resolve; nothing 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
-header_text = text.filter(lambda t: not any(ch in t for ch in "\r\n\0"))
+# What can be sent as a header value: no control character (Cc: C0, DEL, C1 included in the
+# category but allowed by is_header_safe only above U+007F; keep the strategy simple and strict).
+header_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), max_size=40)
 json_scalars = st.none() | st.booleans() | st.integers() | text
 json_values = st.recursive(
     json_scalars,
@@ -138,17 +140,7 @@ def test_command_output_is_a_token_or_a_command_error(output: str) -> None:
 
 
 @SETTINGS
-@given(
-    text.filter(
-        lambda t: (
-            t.strip()
-            and not t.strip().startswith("{")
-            and "\n" not in t
-            and "\r" not in t
-            and "\0" not in t
-        )
-    )
-)
+@given(header_text.filter(lambda t: t.strip() and not t.strip().startswith("{")))
 def test_plain_tokens_come_back_trimmed(token: str) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert parse_command_output(f"  {token}\n", "cmd", now).access_token == token.strip()
