@@ -64,6 +64,13 @@ BAD_FILES: dict[str, bytes] = {
     ),
     "last_refresh garbage": b'{"OPENAI_API_KEY": "sk", "last_refresh": "yesterday"}',
     "key with a header injection": b'{"OPENAI_API_KEY": "sk\\r\\nX-Evil: 1"}',
+    "key with a control character": b'{"OPENAI_API_KEY": "sk\\u0001x"}',
+    "key with DEL": b'{"OPENAI_API_KEY": "sk\\u007fx"}',
+    "key with a lone surrogate": b'{"OPENAI_API_KEY": "sk\\ud800x"}',
+    "access token with an escape character": (
+        b'{"tokens": {"id_token": "' + GOOD_ID.encode() + b'", "access_token": "a\\u001b[31m", '
+        b'"refresh_token": "r"}}'
+    ),
     "personal access token with a header injection": (
         b'{"OPENAI_API_KEY": null, "personal_access_token": "at-x\\r\\nX-Evil: 1"}'
     ),

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,15 +20,20 @@ import pytest
 from aioscopedauth import (
     AuthDotJson,
     AuthManager,
+    AuthMode,
     ConfigError,
+    ExternalAuthTokens,
     FileAuthStore,
+    MemoryAuthStore,
     OAuthConfig,
     ProviderAuthCommand,
+    RefreshContext,
     TokenData,
+    TransientRefreshError,
     load_providers,
 )
 from aioscopedauth import _storage as storage_module
-from aioscopedauth.testing import FakeAuthServer, make_jwt, write_auth_json
+from aioscopedauth.testing import FakeAuthServer, make_id_token, make_jwt, write_auth_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -375,3 +381,50 @@ async def test_cli_login_with_non_utf8_stdin_is_a_clear_error(home: Path) -> Non
     assert "Traceback" not in err.decode()
     assert "The API key read from stdin is not UTF-8 text; paste only the key." in err.decode()
     assert not (home / "auth.json").exists()
+
+
+# -- exceptions of a host's or provider's source are never chained (item 5) ------------------
+
+
+class _LeakySource:
+    """A source whose exception quotes a token, as a careless host app's might."""
+
+    def __init__(self, mode: AuthMode, secret: str) -> None:
+        self._mode, self.secret = mode, secret
+
+    @property
+    def mode(self) -> AuthMode:
+        return self._mode
+
+    async def resolve(self) -> ExternalAuthTokens | None:
+        return ExternalAuthTokens.access_token_only("tok-resolved")
+
+    async def refresh(self, context: RefreshContext) -> ExternalAuthTokens:
+        msg = f"upstream said no to {self.secret} ({context.rejected_token})"
+        raise ValueError(msg)
+
+
+@pytest.mark.parametrize("mode", [AuthMode.CHATGPT_AUTH_TOKENS, AuthMode.BEARER])
+async def test_a_sources_exception_is_described_not_chained(
+    mode: AuthMode, leak_guard: LeakGuard
+) -> None:
+    secret = "host-CANARY-4d1e"
+    leak_guard.plant(secret)
+    base = AuthManager(MemoryAuthStore(), OAuthConfig("http://127.0.0.1:9/unused", "c"))
+    source = _LeakySource(mode, secret)
+    if mode is AuthMode.BEARER:
+        manager = base.with_external_bearer_refresher(source)
+    else:
+        manager = base
+        await manager.login_with_tokens(make_id_token(account_id="org"), "org")
+        manager.set_external_auth(source)
+    with pytest.raises(TransientRefreshError) as info:
+        await manager.refresh_external_auth(await manager.auth())
+    error = info.value
+    assert str(error).endswith("refresh failed: ValueError")
+    # Neither chained nor even the suppressed context: a formatted traceback (an app's
+    # logger.exception) or a debugger walking the chain must not find the token.
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    assert secret not in "".join(traceback.format_exception(error))
+    await base.aclose()
