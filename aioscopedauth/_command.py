@@ -365,7 +365,9 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
         raise CommandError(msg) from exc
     try:
         async with asyncio.timeout(config.timeout):
-            await collector.exited
+            # Shielded: a timeout or cancellation must not cancel the future itself; the
+            # clean-up below waits on it to know the child was reaped.
+            await asyncio.shield(collector.exited)
             # Exited: its output is complete once the pipes close, unless something it started
             # still holds them (a background child): then stop waiting after a short grace.
             with contextlib.suppress(TimeoutError):
@@ -402,11 +404,22 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
 
 
 async def _end(transport: asyncio.SubprocessTransport, collector: _Collector) -> None:
-    """Leave nothing behind: kill the group and pipe holders, close the pipes, reap the child."""
-    # Whatever happened (success, timeout, cancellation), nothing the command started
-    # outlives the call. Shielded: a second cancellation must not interrupt the clean-up.
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(_end_unshielded(transport, collector))
+    """Leave nothing behind: kill the group and pipe holders, reap the child, close the pipes.
+
+    Whatever happened (success, timeout, cancellation), nothing the command started outlives
+    the call: a cancellation that arrives during the clean-up waits for it to finish, then
+    goes on (an abandoned clean-up would leave an unreaped child behind).
+    """
+    cleanup = asyncio.ensure_future(_end_unshielded(transport, collector))
+    cancelled = False
+    while not cleanup.done():
+        try:
+            await asyncio.shield(cleanup)
+        except asyncio.CancelledError:
+            cancelled = True
+    cleanup.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _end_unshielded(transport: asyncio.SubprocessTransport, collector: _Collector) -> None:
@@ -417,8 +430,10 @@ async def _end_unshielded(transport: asyncio.SubprocessTransport, collector: _Co
         killed = await asyncio.to_thread(_kill_pipe_holders, inodes) if inodes else 0
         if killed:
             logger.debug("Killed %d process(es) the command left holding its output", killed)
-    transport.close()  # closes our ends of the pipes (and kills the child if still running)
+    # Reaped by asyncio's child watcher before the transport is closed: closing first would
+    # poll (and reap) the child itself and leave the watcher a pid it no longer knows.
     await collector.exited
+    transport.close()  # closes our ends of the pipes
 
 
 @attrs.define(eq=False)
