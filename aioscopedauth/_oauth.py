@@ -402,8 +402,11 @@ async def request_token_refresh(
         )
         raise TransientRefreshError(scrub(msg, [refresh_token])) from exc
     text = raw.decode("utf-8", errors="replace")
-    logger.error(
-        "Failed to refresh token: %s: %s", _status_text(status), scrub(text, [refresh_token])
+    # DEBUG, not ERROR: the failure is raised, and the caller decides what to say about it.
+    logger.debug(
+        "The token endpoint refused the refresh: %s: %s",
+        _status_text(status),
+        scrub(text, [refresh_token]),
     )
     raise classify_refresh_failure(status, text, secrets=[refresh_token])
 
