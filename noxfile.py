@@ -67,7 +67,7 @@ _pyenv_selects_every_installed_python()
 
 def _build_wheel(session: nox.Session) -> str:
     # In the session's own folder (.nox/<session>/tmp), never in the system temp folder.
-    out = pathlib.Path(session.create_tmp()) / "wheel"
+    out = pathlib.Path(session.create_tmp()).resolve() / "wheel"
     shutil.rmtree(out, ignore_errors=True)
     session.run("python", "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT))
     wheels = sorted(out.glob("aioscopedauth-*.whl"))
