@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
+import subprocess
 import sys
-import tempfile
 
 import nox
 
@@ -29,11 +30,45 @@ elif not {"-s", "--session", "--sessions", "-e", "-l", "--list"} & set(sys.argv)
         f"@openai/codex@{CODEX_VERSION}; run `nox -s interop` where npm is)",
         file=sys.stderr,
     )
-nox.options.error_on_missing_interpreters = True
+PYTHONS = ["3.11", "3.12", "3.13"]
+"""The supported Pythons: `nox -s tests` runs on each that is installed and skips the others
+(`nox -s tests-3.12` picks one, `--force-python 3.12` forces it on any session)."""
+nox.options.error_on_missing_interpreters = False
+nox.options.download_python = "never"
+
+
+def _pyenv_selects_every_installed_python() -> None:
+    # pyenv's shims answer only for the selected versions, so nox would not find the others.
+    # Keep the selected ones first (python3 stays what it was), then add every installed
+    # CPython 3 after them.
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return
+    selected = (
+        os.environ.get("PYENV_VERSION")
+        or subprocess.run(
+            [pyenv, "version-name"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    )
+    found = subprocess.run(
+        [pyenv, "versions", "--bare"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    if not selected:
+        return
+    versions = selected.split(":")
+    versions += [
+        v for v in reversed(found) if re.fullmatch(r"3\.\d+\.\d+", v) and v not in versions
+    ]
+    os.environ["PYENV_VERSION"] = ":".join(versions)
+
+
+_pyenv_selects_every_installed_python()
 
 
 def _build_wheel(session: nox.Session) -> str:
-    out = pathlib.Path(tempfile.mkdtemp(prefix="aioscopedauth-wheel-"))
+    # In the session's own folder (.nox/<session>/tmp), never in the system temp folder.
+    out = pathlib.Path(session.create_tmp()).resolve() / "wheel"
+    shutil.rmtree(out, ignore_errors=True)
     session.run("python", "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT))
     wheels = sorted(out.glob("aioscopedauth-*.whl"))
     if len(wheels) != 1:
@@ -41,7 +76,7 @@ def _build_wheel(session: nox.Session) -> str:
     return str(wheels[0])
 
 
-@nox.session
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite against the built wheel, not the checkout."""
     wheel = _build_wheel(session)

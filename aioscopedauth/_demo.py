@@ -21,8 +21,10 @@ import hashlib
 import hmac
 import random
 import secrets
+import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -84,17 +86,45 @@ class DemoResult:
     refreshes: int = 0
     token_calls: int = 0
     reuse_answers: int = 0
-    access_expirations: int = 0
     revocations: int = 0
     provider_revocations: int = 0
     command_runs: int = 0
     provider_requests: int = 0
     failures: list[str] = attrs.Factory(list)
+    seconds: float = 0.0
+    interrupted: bool = False
 
     @property
     def passed(self) -> bool:
-        """No request failed and no refresh token was reused."""
-        return self.failed == 0 and self.reuse_answers == 0 and self.requests > 0
+        """The run ended, no request failed and no refresh token was reused."""
+        return (
+            not self.interrupted
+            and self.failed == 0
+            and self.reuse_answers == 0
+            and self.requests > 0
+        )
+
+    @property
+    def expected_refreshes(self) -> float:
+        """Computed, not measured: about the most refreshes a single-flight client makes.
+
+        One each time the access token reaches three quarters of its life (the refresh
+        window is capped at a quarter of a token's lifetime), plus one per managed revocation.
+        """
+        return self.seconds / (ACCESS_TTL.total_seconds() * 0.75) + self.revocations
+
+    def not_exercised(self) -> list[str]:
+        """What this run was too short to show (a run that showed none of it proves little)."""
+        missing = []
+        if self.revocations == 0:
+            missing.append("a managed revocation")
+        if self.provider_revocations == 0:
+            missing.append("a provider revocation")
+        if self.refreshes == 0:
+            missing.append("a token refresh")
+        if self.recovered_401s == 0:
+            missing.append("a recovered 401")
+        return missing
 
 
 class _ProviderApi:
@@ -131,8 +161,24 @@ class _ProviderApi:
             await self._runner.cleanup()
 
 
+def _width() -> int:
+    # COLUMNS, else the terminal's width, else 80; never so narrow that nothing fits.
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def _fit(fields: list[str], width: int) -> str:
+    """Join ``fields`` with two spaces, dropping trailing ones until the line fits ``width``."""
+    while len(fields) > 1 and len("  ".join(fields)) > width:
+        fields = fields[:-1]
+    return "  ".join(fields)[:width]
+
+
 class _Progress:
-    """A live status line on a terminal; a plain line a second otherwise."""
+    """A live status line on a terminal; a plain line a second otherwise.
+
+    The live line is redrawn in place, so it must never wrap: it is cut to one column less
+    than the terminal's width (a line that fills the last column wraps on some terminals).
+    """
 
     def __init__(
         self,
@@ -147,13 +193,20 @@ class _Progress:
         self.refresher = refresher
         self.tty = out.isatty()
         self.started = time.monotonic()
+        self.drawn = False
 
-    def line(self) -> str:
+    def line(self, width: int) -> str:
         r = self.result
-        return (
-            f"{time.monotonic() - self.started:5.1f}s  requests {r.requests:6d}  ok {r.ok:6d}  "
-            f"failed {r.failed}  401s recovered {r.recovered_401s:4d}  "
-            f"token refreshes {self.server.refreshes:3d}  command runs {self.refresher.runs:3d}"
+        return _fit(
+            [
+                f"{time.monotonic() - self.started:5.1f}s",
+                f"requests {r.requests:6d}",
+                f"failed {r.failed}",
+                f"401s recovered {r.recovered_401s:4d}",
+                f"token refreshes {self.server.refreshes:3d}",
+                f"command runs {self.refresher.runs:3d}",
+            ],
+            width,
         )
 
     async def run(self) -> None:
@@ -163,16 +216,24 @@ class _Progress:
             self.show()
 
     def show(self) -> None:
+        width = _width()
         if self.tty:
-            self.out.write("\r\x1b[2K" + self.line())
+            self.out.write("\r\x1b[2K" + self.line(width - 1))
+            self.drawn = True
         else:
-            self.out.write(self.line() + "\n")
+            self.out.write(self.line(width) + "\n")
         self.out.flush()
 
     def finish(self) -> None:
-        self.show()
+        """End the live line (a terminal's last redraw, then a newline); nothing otherwise.
+
+        Off a terminal the summary that follows has the final counts: printing the last
+        progress line again would only repeat them.
+        """
         if self.tty:
+            self.show()
             self.out.write("\n")
+            self.out.flush()
 
 
 async def _agent(
@@ -249,6 +310,8 @@ async def run_demo(
         if on_event is not None:
             on_event(event)
 
+    started = time.monotonic()
+    interrupted = False
     with tempfile.TemporaryDirectory(prefix="aioscopedauth-demo-") as tmp:
         home = Path(tmp) / "home"
         tools = Path(tmp) / "tools"
@@ -273,18 +336,25 @@ async def run_demo(
                 async with AuthManager(FileAuthStore(home), oauth) as base:
                     derived = base.with_external_bearer_refresher(refresher)
                     run = _Run(config, result, server, provider, refresher, out)
-                    await run.agents(
-                        AuthMiddleware(base, origins=[server.url], on_event=count),
-                        AuthMiddleware(derived, origins=[provider.url], on_event=count),
-                    )
+                    try:
+                        await run.agents(
+                            AuthMiddleware(base, origins=[server.url], on_event=count),
+                            AuthMiddleware(derived, origins=[provider.url], on_event=count),
+                        )
+                    except asyncio.CancelledError:
+                        # Ctrl-C: clean up, print what happened so far, then stop as asked.
+                        interrupted = True
                 result.command_runs = refresher.runs
             finally:
                 await provider.close()
             result.refreshes = server.refreshes
             result.token_calls = server.token_calls
             result.reuse_answers = server.reuse_answers
-    result.access_expirations = int(config.seconds / (ACCESS_TTL.total_seconds() * 0.75))
+    result.seconds = time.monotonic() - started
+    result.interrupted = interrupted
     _summary(out, config, result)
+    if interrupted:
+        raise asyncio.CancelledError
     return result
 
 
@@ -329,51 +399,99 @@ class _Run:
                 for task in background:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            progress.finish()
+                progress.finish()
+
+
+def _wrap(text: str, width: int, indent: str = "  ", hang: str = "    ") -> list[str]:
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + hang)
 
 
 def _header(
     out: TextIO, config: DemoConfig, server: FakeAuthServer, provider: _ProviderApi, home: Path
 ) -> None:
-    out.write(
-        "aioscopedauth demo: "
-        f"{config.agents} agents for {config.seconds:g} s on 127.0.0.1\n"
-        f"  token endpoint + API  {server.url}  (access tokens live {ACCESS_TTL.seconds} s, "
-        "refresh tokens are single-use)\n"
-        f"  provider API          {provider.url}  (bearer from a command, valid "
-        f"{PROVIDER_TTL:g} s)\n"
-        f"  temporary home        {home}\n"
-        "  random revocations of both, about every "
-        f"{config.revoke_every:g} s\n\n"
-    )
+    width = _width()
+    lines = [
+        *_wrap(
+            f"aioscopedauth demo: {config.agents} agents for {config.seconds:g} s on "
+            "127.0.0.1, touching nothing of yours",
+            width,
+            indent="",
+        ),
+        *_wrap(f"token endpoint + API  {server.url}", width),
+        *_wrap(
+            f"access tokens live {ACCESS_TTL.seconds} s; refresh tokens are single-use",
+            width,
+            indent="      ",
+        ),
+        *_wrap(f"provider API          {provider.url}", width),
+        *_wrap(f"bearer tokens from a command, valid {PROVIDER_TTL:g} s", width, indent="      "),
+        *_wrap(f"temporary home        {home}", width),
+        *_wrap(f"random revocations of both, about every {config.revoke_every:g} s", width),
+    ]
+    out.write("\n".join(lines) + "\n\n")
     out.flush()
 
 
 def _summary(out: TextIO, config: DemoConfig, result: DemoResult) -> None:
+    width = _width()
     rows = [
         ("requests", result.requests),
         ("  succeeded", result.ok),
         ("  failed", result.failed),
         ("  on the provider", result.provider_requests),
         ("401s recovered", result.recovered_401s),
-        ("access-token lifetimes passed (~)", result.access_expirations),
         ("managed revocations", result.revocations),
+        ("provider revocations", result.provider_revocations),
         ("token refreshes", result.refreshes),
         ("token endpoint calls", result.token_calls),
         ("refresh tokens reused", result.reuse_answers),
-        ("provider revocations", result.provider_revocations),
         ("bearer command runs", result.command_runs),
     ]
-    width = max(len(name) for name, _ in rows)
-    out.write(f"\nSummary after {config.seconds:g} s with {config.agents} agents\n")
-    out.writelines(f"  {name:<{width}}  {value:>8}\n" for name, value in rows)
-    per_expiry = result.refreshes / max(result.access_expirations + result.revocations, 1)
-    out.write(f"  {'refreshes per expiry or revocation':<{width}}  {per_expiry:>8.2f}\n")
-    out.writelines(f"  example failure: {failure}\n" for failure in result.failures)
-    verdict = (
-        "PASS: every request succeeded and no refresh token was reused"
-        if result.passed
-        else "FAIL: some requests failed or a refresh token was reused"
+    name_width = max(len(name) for name, _ in rows)
+    if result.interrupted:
+        title = f"Interrupted after {result.seconds:.1f} s of {config.seconds:g} s"
+    else:
+        title = f"Summary after {config.seconds:g} s"
+    out.write(f"\n{title} with {config.agents} agents (measured)\n")
+    out.writelines(f"  {name:<{name_width}}  {value:>8}\n" for name, value in rows)
+    ttl = ACCESS_TTL.total_seconds()
+    note = (
+        f"Token refreshes: {result.refreshes}, for at most about "
+        f"{result.expected_refreshes:.0f} expected (computed, not measured: one each time "
+        "an access token reaches three "
+        f"quarters of its {ttl:g} s life, every {ttl * 0.75:g} s, plus one per managed "
+        "revocation, which also restarts a token's life). About one refresh per expiry or "
+        "revocation is right, however many agents share the login; twice that would mean "
+        "duplicate refreshes."
     )
-    out.write(f"\n{verdict}\n")
+    out.write("\n" + "\n".join(_wrap(note, width, indent="", hang="")) + "\n")
+    out.writelines(
+        line + "\n"
+        for failure in result.failures
+        for line in _wrap(f"example failure: {failure}", width)
+    )
+    out.write("\n" + "\n".join(_wrap(_verdict(config, result), width, indent="", hang="")) + "\n")
     out.flush()
+
+
+def _verdict(config: DemoConfig, result: DemoResult) -> str:
+    if result.interrupted:
+        return (
+            "INTERRUPTED: "
+            + (
+                "no request failed and no refresh token was reused so far"
+                if result.failed == 0 and result.reuse_answers == 0
+                else "some requests failed or a refresh token was reused"
+            )
+            + "; not a complete run."
+        )
+    if not result.passed:
+        return "FAIL: some requests failed or a refresh token was reused."
+    missing = result.not_exercised()
+    if not missing:
+        return "PASS: every request succeeded and no refresh token was reused."
+    return (
+        "PASS, partly: every request succeeded and no refresh token was reused, but this run "
+        f"was too short to show {', '.join(missing)} (a revocation comes about every "
+        f"{config.revoke_every:g} s; run it longer, e.g. --seconds 10)."
+    )

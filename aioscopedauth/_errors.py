@@ -80,8 +80,8 @@ class ConfigError(AuthError, ValueError):
 class CommandError(AuthError):
     """A bearer-token command failed, timed out, or printed no usable token.
 
-    The message names the configured command, never its output (stderr is included only as the
-    reference prescribes, trimmed and truncated; stdout never).
+    The message names the configured command, never its output (its stderr only trimmed and
+    truncated; its stdout never).
     """
 
 

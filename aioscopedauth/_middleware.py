@@ -114,6 +114,7 @@ class AuthMiddleware:
         self._anchor: tuple[str, str | None, int | None] | None = None
         self._on_event = on_event
         self._cached_headers: tuple[Auth | None, dict[str, str]] = (None, {})
+        self._said_no_login = False
 
     @property
     def manager(self) -> AuthManager:
@@ -151,6 +152,7 @@ class AuthMiddleware:
             return await handler(request)
         auth = await self._manager.auth()
         if auth is None:
+            self._say_no_login(request)
             return await handler(request)
         # The hot path: every request passes here, so nothing is built unless a 401 comes.
         request.headers.update(self._headers(auth))
@@ -158,6 +160,21 @@ class AuthMiddleware:
         if response.status != _UNAUTHORIZED:
             return response
         return await self._recover_and_retry(request, handler, auth, response)
+
+    def _say_no_login(self, request: ClientRequest) -> None:
+        # Once per middleware: a request sent without credentials is otherwise silent. A
+        # bearer source that failed has already logged why; then this is only a debug line.
+        level = logging.DEBUG if self._said_no_login else logging.WARNING
+        if self._manager.external_auth is not None:
+            level = logging.DEBUG
+        self._said_no_login = True
+        logger.log(
+            level,
+            "No login: sending %s %s without credentials (log in first, e.g. "
+            "`aioscopedauth login --api-key` or `codex login`)",
+            request.method,
+            _safe_url(request.url),
+        )
 
     def _headers(self, auth: Auth) -> dict[str, str]:
         cached_auth, headers = self._cached_headers

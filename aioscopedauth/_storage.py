@@ -608,7 +608,10 @@ def _default_keyring() -> keyring.backend.KeyringBackend:
     try:
         import keyring  # noqa: PLC0415 -- optional extra, needed only by the keyring stores
     except ImportError as exc:  # pragma: no cover - the test extra installs keyring
-        msg = "The keyring package is not installed: pip install 'aioscopedauth[keyring]'."
+        msg = (
+            "The keyring package is not installed: run `pip install 'keyring>=25'` in this "
+            "environment (what aioscopedauth's `keyring` extra installs)."
+        )
         raise StorageError(msg) from exc
     return keyring.get_keyring()
 
@@ -689,7 +692,7 @@ class KeyringAuthStore:
     async def _write_entry(self, data: AuthDotJson) -> None:
         text = _encode(data, compact=True).decode()
         await self._call(
-            "failed to write OAuth tokens to keyring",
+            "failed to save the login to the keyring",
             lambda b: b.set_password(self.service, self.account, text),
         )
         path = self._file.path

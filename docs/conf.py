@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
 import aioscopedauth
+import aioscopedauth.testing
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from sphinx.application import Sphinx
 
 project = "aioscopedauth"
 author = "aioscopedauth developers"
@@ -52,3 +61,41 @@ nitpick_ignore_regex = [
 
 html_theme = "furo"
 html_title = "aioscopedauth"
+
+
+def _show_public_paths(package: ModuleType) -> None:
+    """Name re-exported objects by the path users import them from.
+
+    ``aioscopedauth.AuthDotJson`` is defined in ``aioscopedauth._model``; without this the
+    reference page (and every signature that mentions it) would show the private path.
+    """
+    for name in package.__all__:
+        obj = getattr(package, name)
+        module = getattr(obj, "__module__", None)
+        if isinstance(module, str) and module.startswith(f"{package.__name__}._"):
+            try:
+                obj.__module__ = package.__name__
+            except (AttributeError, TypeError):  # a type alias, a constant: nothing to rename
+                continue
+
+
+_show_public_paths(aioscopedauth)
+_show_public_paths(aioscopedauth.testing)
+
+# Docstrings point developers to the Codex behaviour reference that sits beside DESIGN.md
+# ("(reference §3.3)"); that document is not part of these docs, so the pointers are dropped.
+_REFERENCE_POINTER = re.compile(r" ?\((?:see )?reference §[\d.]+(?:,[^)]*)?\)")
+
+
+def _drop_reference_pointers(
+    _app: object, what: str, name: str, _obj: object, _options: object, lines: list[str]
+) -> None:
+    if what == "module" and name == "aioscopedauth":
+        lines.clear()  # the package docstring says "see the documentation": this is it
+        return
+    lines[:] = _REFERENCE_POINTER.sub("", "\n".join(lines)).split("\n")
+
+
+def setup(app: Sphinx) -> None:
+    """Connect the docstring filter."""
+    app.connect("autodoc-process-docstring", _drop_reference_pointers)

@@ -500,7 +500,13 @@ async def test_a_daemon_that_closed_its_output_is_the_documented_limit(tmp_path:
     # killed (documented), and it does not hold the call either.
     _write(
         tmp_path / "daemon.sh",
-        '#!/bin/sh\nsetsid sleep 60 </dev/null >/dev/null 2>&1 &\necho "$!" > pid\necho tok\n',
+        # The script exits only once the daemon runs, with its output already closed (a
+        # daemon still detaching while the command exits may be killed, which is fine too).
+        "#!/bin/sh\n"
+        "setsid sh -c 'echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 60' "
+        "</dev/null >/dev/null 2>&1 &\n"
+        "while [ ! -s pid ]; do sleep 0.01; done\n"
+        "echo tok\n",
     )
     config = ProviderAuthCommand("./daemon.sh", cwd=tmp_path, timeout=30.0)
     tokens = await CommandBearerRefresher(config).resolve()

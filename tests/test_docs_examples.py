@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import importlib.util
+import os
 import re
 import shutil
 import sys
@@ -163,3 +164,19 @@ def test_readme_python_compiles_and_uses_real_names() -> None:
             if isinstance(node, ast.ImportFrom) and node.module == "aioscopedauth":
                 for alias in node.names:
                     assert hasattr(aioscopedauth, alias.name), alias.name
+
+
+async def test_the_tutorial_leaves_nothing_in_the_temp_folder(tmp_path: Path) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "tutorial.py"),
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()
+    assert out.decode() == "first call: 200\nafter a revoke: 200\ntoken refreshes: 1\n"
+    assert list(temp.iterdir()) == []

@@ -407,3 +407,17 @@ def test_scope_is_compared_by_scheme_host_and_port(manager: AuthManager) -> None
     assert pinned.in_scope(URL("https://first.example/a"))
     assert pinned.in_scope(URL("https://first.example/b"))
     assert not pinned.in_scope(URL("https://second.example/a"))
+
+
+async def test_no_login_is_said_once(
+    session: aiohttp.ClientSession, server: FakeAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="aioscopedauth.middleware")
+    for _ in range(3):
+        assert (await _get(session, f"{server.url}/api/hello"))[0] == 401
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    expected = (
+        f"No login: sending GET {server.url}/api/hello without credentials (log in first, e.g. "
+        "`aioscopedauth login --api-key` or `codex login`)"
+    )
+    assert [r.getMessage() for r in warnings] == [expected]

@@ -433,7 +433,7 @@ async def test_keyring_failures_are_storage_errors(home: Path) -> None:
     store = KeyringAuthStore(home, backend=BrokenKeyring())
     with pytest.raises(StorageError, match=r"^failed to load CLI auth from keyring: the keyring"):
         await store.load()
-    with pytest.raises(StorageError, match=r"^failed to write OAuth tokens to keyring: "):
+    with pytest.raises(StorageError, match=r"^failed to save the login to the keyring: "):
         await store.save(AuthDotJson.for_api_key(CANARY_API_KEY))
     with pytest.raises(StorageError, match=r"^failed to delete auth from keyring: "):
         await store.delete()

@@ -11,8 +11,12 @@ from aioscopedauth.testing import FakeAuthServer
 
 
 async def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:  # removed at the end, with the login in it
+        await run(Path(tmp) / "codex-home")
+
+
+async def run(home: Path) -> None:
     async with FakeAuthServer() as server:  # a token endpoint and an API on 127.0.0.1
-        home = Path(tempfile.mkdtemp()) / "codex-home"
         await FileAuthStore(home).save(server.login())  # what `codex login` would have saved
 
         oauth = OAuthConfig(token_url=server.token_url, client_id=server.client_id)
