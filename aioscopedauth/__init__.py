@@ -5,6 +5,7 @@ tasks and processes need them, mints bearer tokens with a command, and recovers 
 inside an aiohttp client middleware. See the documentation for the tour.
 """
 
+from ._body import FileBody
 from ._command import CommandBearerRefresher, ProviderAuthCommand, parse_command_output
 from ._commit import CommitResult
 from ._config import ProviderInfo, load_providers, manager_for_provider
@@ -68,6 +69,7 @@ __all__ = [
     "ExternalAuthTokens",
     "ExternalRefresher",
     "FileAuthStore",
+    "FileBody",
     "IdTokenInfo",
     "KeyringAuthStore",
     "LoadedAuth",

@@ -128,6 +128,21 @@ async def test_keyring_store(
     assert not (home / "auth.json").exists()
 
 
+async def test_upload_file(tmp_path: Path, home: Path, server: FakeAuthServer) -> None:
+    upload = tmp_path / "report.csv"
+    upload.write_text("id,value\n" + "".join(f"{i},{i * i}\n" for i in range(20_000)))
+    write_auth_json(home, server.login())
+    server.revoke_access_tokens()
+    config = OAuthConfig(server.token_url, server.client_id)
+    assert await _load("upload_file").upload(home, config, server.url, upload) == 200
+    assert (server.api_rejections, server.refreshes) == (1, 1)
+    received = server.last_api_request
+    assert received is not None
+    assert (received["method"], received["path"]) == ("PUT", "/api/files/report.csv")
+    assert received["body"] == upload.read_bytes()
+    assert received["headers"]["Content-Type"] == "text/csv"
+
+
 async def test_testing_example_passes_under_pytest(tmp_path: Path) -> None:
     shutil.copy(EXAMPLES / "test_with_the_kit.py", tmp_path / "test_with_the_kit.py")
     proc = await asyncio.create_subprocess_exec(

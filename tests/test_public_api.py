@@ -28,6 +28,7 @@ EXPECTED = {
     "ExternalAuthTokens",
     "ExternalRefresher",
     "FileAuthStore",
+    "FileBody",
     "IdTokenInfo",
     "KeyringAuthStore",
     "LoadedAuth",
