@@ -2,28 +2,19 @@
 
 Exit codes: 0 success, 1 an authentication failure (with the library's message), 2 a usage
 error. Only ``token`` ever prints a secret.
+
+``--version`` and ``--help`` import neither aiohttp nor the demo: the modules a command needs
+are imported inside it (issue 13's fast start; ``tests/test_startup.py`` checks it).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
-import json
-import logging
 import os
 import stat
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
-
-import aiohttp
-from yarl import URL
 
 from . import __version__
-from ._config import ProviderInfo, load_providers, manager_for_provider
-from ._demo import DemoConfig, run_demo
 from ._errors import (
     AuthDataError,
     AuthError,
@@ -31,16 +22,17 @@ from ._errors import (
     describe_login_mode,
     shown_mode_name,
 )
-from ._jwt import jwt_expiration
-from ._manager import AuthManager
-from ._middleware import AuthMiddleware
-from ._model import Auth, AuthMode, format_rfc3339
-from ._oauth import OAuthConfig
-from ._storage import AutoAuthStore, FileAuthStore, KeyringAuthStore
 
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing slows --version
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+    from datetime import datetime
+    from pathlib import Path
+    from typing import Any, NoReturn
 
+    from ._config import ProviderInfo
+    from ._manager import AuthManager
+    from ._model import Auth, AuthMode
     from ._storage import AuthStore
 
 __all__ = ["main"]
@@ -51,12 +43,13 @@ EXIT_USAGE = 2
 _HTTP_ERROR = 400
 
 _MODE_TEXT = {
-    AuthMode.API_KEY: "an API key",
-    AuthMode.CHATGPT: "ChatGPT (managed OAuth tokens)",
-    AuthMode.CHATGPT_AUTH_TOKENS: "ChatGPT tokens supplied by a host app",
-    AuthMode.BEARER: "a bearer token from a command",
-    AuthMode.PERSONAL_ACCESS_TOKEN: "a personal access token",
+    "apikey": "an API key",
+    "chatgpt": "ChatGPT (managed OAuth tokens)",
+    "chatgptAuthTokens": "ChatGPT tokens supplied by a host app",
+    "bearer": "a bearer token from a command",
+    "personalAccessToken": "a personal access token",
 }
+"""By ``AuthMode`` value (values, not members: the CLI imports the model only when it runs)."""
 _CANNOT_SEND = (
     "aioscopedauth cannot send requests with this login; use the Codex CLI for it, "
     "or log in with an API key or ChatGPT"
@@ -69,7 +62,7 @@ def _mode_name(mode: AuthMode) -> str:
 
 
 def _mode_text(mode: AuthMode) -> str:
-    text = _MODE_TEXT.get(mode)
+    text = _MODE_TEXT.get(mode.value)
     if text is not None:
         return text
     return describe_login_mode(mode.value)
@@ -85,6 +78,8 @@ class _Parser(argparse.ArgumentParser):
 
 def default_home() -> Path:
     """Return ``$CODEX_HOME``, else ``~/.codex`` (where the Codex CLI keeps its login)."""
+    from pathlib import Path  # noqa: PLC0415 -- fast --help
+
     env = os.environ.get("CODEX_HOME")
     return Path(env).expanduser() if env else Path.home() / ".codex"
 
@@ -101,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--home", type=Path, help="the Codex home (default: $CODEX_HOME or ~/.codex)"
+        "--home", type=_path, help="the Codex home (default: $CODEX_HOME or ~/.codex)"
     )
     parser.add_argument(
-        "--config", type=Path, help="a Codex config.toml (default: HOME/config.toml)"
+        "--config", type=_path, help="a Codex config.toml (default: HOME/config.toml)"
     )
     parser.add_argument("--provider", help="use this [model_providers.NAME] from the config")
     parser.add_argument(
@@ -151,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _path(text: str) -> Path:
+    from pathlib import Path  # noqa: PLC0415 -- fast --help
+
+    return Path(text)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -168,10 +169,14 @@ def _positive_float(text: str) -> float:
 
 
 def _home(args: argparse.Namespace) -> Path:
+    from pathlib import Path  # noqa: PLC0415 -- fast --help
+
     return Path(args.home).expanduser() if args.home else default_home()
 
 
 def _store(args: argparse.Namespace) -> AuthStore:
+    from ._storage import AutoAuthStore, FileAuthStore, KeyringAuthStore  # noqa: PLC0415 -- fast --help
+
     home = _home(args)
     if args.store == "keyring":
         return KeyringAuthStore(home)
@@ -181,10 +186,15 @@ def _store(args: argparse.Namespace) -> AuthStore:
 
 
 def _manager(args: argparse.Namespace) -> AuthManager:
+    from ._manager import AuthManager  # noqa: PLC0415 -- fast --help
+    from ._oauth import OAuthConfig  # noqa: PLC0415 -- fast --help
+
     return AuthManager(_store(args), OAuthConfig.codex())
 
 
 def _provider(config: Path, name: str) -> ProviderInfo:
+    from ._config import load_providers  # noqa: PLC0415 -- fast --help
+
     providers = load_providers(config)
     provider = providers.get(name)
     if provider is None:
@@ -197,7 +207,9 @@ def _provider(config: Path, name: str) -> ProviderInfo:
 def _for_provider(args: argparse.Namespace, base: AuthManager) -> AuthManager:
     if not args.provider:
         return base
-    config = Path(args.config).expanduser() if args.config else _home(args) / "config.toml"
+    from ._config import manager_for_provider  # noqa: PLC0415 -- fast --help
+
+    config = _path(args.config).expanduser() if args.config else _home(args) / "config.toml"
     return manager_for_provider(base, _provider(config, args.provider))
 
 
@@ -219,6 +231,12 @@ def _span(seconds: int) -> str:
 
 
 def _status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
+    from datetime import UTC, datetime  # noqa: PLC0415 -- fast --help
+
+    from ._jwt import jwt_expiration  # noqa: PLC0415 -- fast --help
+    from ._model import format_rfc3339  # noqa: PLC0415 -- fast --help
+    from ._storage import AutoAuthStore, FileAuthStore, KeyringAuthStore  # noqa: PLC0415 -- fast --help
+
     now = datetime.now(UTC)
     facts: dict[str, Any] = {"logged_in": auth is not None, "store": store.kind}
     warnings: list[str] = []
@@ -261,7 +279,7 @@ def _status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
 def _provider_facts(args: argparse.Namespace) -> dict[str, Any] | None:
     if not args.provider:
         return None
-    config = Path(args.config).expanduser() if args.config else _home(args) / "config.toml"
+    config = _path(args.config).expanduser() if args.config else _home(args) / "config.toml"
     provider = _provider(config, args.provider)
     facts: dict[str, Any] = {
         "id": provider.id,
@@ -286,6 +304,8 @@ async def _status(args: argparse.Namespace) -> int:
     if provider is not None:
         facts["provider"] = provider
     if args.json:
+        import json  # noqa: PLC0415 -- fast --help
+
         print(json.dumps(facts, indent=2))
     else:
         _print_login(facts, auth)
@@ -301,6 +321,8 @@ def _print_login(facts: dict[str, Any], auth: Auth | None) -> None:
     if auth is None:
         print(f"Not logged in (looked in {where}).")
         return
+    from datetime import UTC, datetime  # noqa: PLC0415 -- fast --help
+
     now = datetime.now(UTC)
     print(f"Logged in with {_mode_text(auth.mode)}")
     if not auth.mode.can_send:
@@ -337,12 +359,18 @@ def _print_provider(provider: dict[str, Any]) -> None:
 
 
 def _read_key() -> str:
+    import getpass  # noqa: PLC0415 -- fast --help
+
     if sys.stdin.isatty():
         return getpass.getpass("API key: ")
     return sys.stdin.readline()
 
 
 async def _login(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 -- fast --help
+
+    from ._storage import FileAuthStore  # noqa: PLC0415 -- fast --help
+
     key = await asyncio.to_thread(_read_key)
     async with _manager(args) as manager:
         await manager.login_with_api_key(key)
@@ -402,6 +430,11 @@ async def _refresh(args: argparse.Namespace) -> int:
 
 
 async def _request(args: argparse.Namespace) -> int:
+    import aiohttp  # noqa: PLC0415 -- fast --help
+    from yarl import URL  # noqa: PLC0415 -- fast --help
+
+    from ._middleware import AuthMiddleware  # noqa: PLC0415 -- fast --help
+
     url = URL(args.url)
     if not url.absolute:
         msg = f"the URL must be absolute, got {args.url!r}"
@@ -438,6 +471,8 @@ async def _request(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    from ._demo import DemoConfig, run_demo  # noqa: PLC0415 -- fast --help
+
     result = await run_demo(DemoConfig(agents=args.agents, seconds=args.seconds, seed=args.seed))
     return EXIT_OK if result.passed else EXIT_AUTH
 
@@ -451,7 +486,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code.
     """
+    if (sys.argv[1:] if argv is None else list(argv)) == ["--version"]:
+        # Answered before the parser is built (a third of the start-up time): issue 13.
+        print(f"aioscopedauth {__version__}")
+        return EXIT_OK
     args = build_parser().parse_args(argv)
+    import asyncio  # noqa: PLC0415 -- fast --help and --version: parsing exits before this
+    import logging  # noqa: PLC0415 -- same
+
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
