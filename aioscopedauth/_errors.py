@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: the CLI's --version imports this module
 if TYPE_CHECKING:
     from pathlib import Path
 

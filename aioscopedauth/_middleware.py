@@ -7,11 +7,13 @@ leaves the scope carries no credentials (the redirect token leak of aiohttp #122
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Literal
 
 import attrs
-from aiohttp import hdrs
+from aiohttp import ClientError, hdrs
 from yarl import URL
 
 from ._errors import RefreshTokenFailedError, TransientRefreshError
@@ -32,6 +34,13 @@ logger = logging.getLogger("aioscopedauth.middleware")
 _UNAUTHORIZED = 401
 _MAX_SENDS = 4
 """A hard bound on sends of one request; the recovery itself allows at most 3 (managed)."""
+UNAUTHORIZED_BODY_LIMIT = 64 * 1024
+"""A 401 body is buffered before recovering only when it declares at most this many bytes."""
+UNAUTHORIZED_BODY_WAIT = 1.0
+"""Seconds to wait for a 401 body to arrive in full before recovering without it."""
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+Origin = tuple[str, str | None, int | None]
 
 Outcome = Literal["changed", "unchanged", "permanent_failure", "transient_failure"]
 
@@ -57,12 +66,52 @@ class RecoveryEvent:
     url: str
 
 
-def _origin(url: str | URL) -> tuple[str, str | None, int | None]:
+def _origins(origins: str | URL | Iterable[str | URL]) -> frozenset[Origin]:
+    if isinstance(origins, str | URL):
+        origins = [origins]
+    return frozenset(_origin(o) for o in origins)
+
+
+def _origin(url: str | URL) -> Origin:
     parsed = url if isinstance(url, URL) else URL(url)
     if not parsed.absolute:
         msg = f"origins must be absolute URLs, got {str(parsed)!r}"
         raise ValueError(msg)
+    extra = [
+        what
+        for what, present in (
+            ("a path", parsed.path not in {"", "/"}),
+            ("a query", bool(parsed.query_string)),
+            ("a fragment", bool(parsed.fragment)),
+            ("user info", parsed.user is not None or parsed.password is not None),
+        )
+        if present
+    ]
+    if extra:
+        # The scope is per origin: a path would not narrow it, so refuse to pretend it does.
+        origin = f"{parsed.scheme}://{parsed.host_port_subcomponent}"
+        msg = (
+            f"origins are scheme://host[:port] only, got one with {' and '.join(extra)}; "
+            f"use {origin!r} (every path of an origin in scope gets credentials)"
+        )
+        raise ValueError(msg)
     return (parsed.scheme, parsed.host, parsed.port)
+
+
+def _is_loopback(host: str | None) -> bool:
+    # Names and literals only: no DNS lookup on the request path.
+    if host is None:
+        return False
+    host = host.rstrip(".").lower()
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _safe_url(url: URL) -> str:
@@ -73,8 +122,31 @@ def _safe_url(url: URL) -> str:
 def _replayable(request: ClientRequest) -> bool:
     body = request.body
     # aiohttp payloads are re-sendable unless they were a one-shot stream (async iterator,
-    # non-seekable file), which aiohttp marks as consumed after the first send.
+    # non-seekable file), which aiohttp marks as consumed after the first send. A FileBody is
+    # never consumed: it opens its file again for each send.
     return not getattr(body, "consumed", False)
+
+
+async def _buffer_small_body(response: ClientResponse) -> bool:
+    """Read a 401 body that is small and arrives soon; return whether it was read.
+
+    A body that declares more than :data:`UNAUTHORIZED_BODY_LIMIT` bytes is not waited for. Any
+    other is waited for at most :data:`UNAUTHORIZED_BODY_WAIT` seconds without consuming it
+    (a chunked body stops arriving once aiohttp's read buffer is full), so a body that is
+    not read here is untouched: the caller can still read all of it.
+    """
+    length = response.content_length
+    if length is not None and length > UNAUTHORIZED_BODY_LIMIT:
+        return False
+    content = response.content
+    try:
+        async with asyncio.timeout(UNAUTHORIZED_BODY_WAIT):
+            await content.wait_eof()
+    except (TimeoutError, ClientError):
+        return False  # too slow, or broken: recover without it
+    # All of it is buffered: reading is immediate, and frees the connection for the pool.
+    await response.read()
+    return True
 
 
 class AuthMiddleware:
@@ -84,34 +156,45 @@ class AuthMiddleware:
       ``origins``, or, when ``origins`` is ``None``, equals the origin of the first request it
       sees. Never to another origin, and never on a redirect hop that leaves the scope. A
       request that already carries ``Authorization`` is left alone.
-    * On a 401 it reads and releases the response, steps the manager's recovery (taking the
-      next step at once when a step changed nothing, instead of re-sending a rejected token),
-      and retries with the new auth. When the recovery is exhausted the caller gets the last
-      401 (still readable). A permanent refresh failure raises
-      :class:`RefreshTokenFailedError`; a transient one raises :class:`TransientRefreshError`.
+    * On a 401 it steps the manager's recovery (taking the next step at once when a step
+      changed nothing, instead of re-sending a rejected token) and retries with the new auth.
+      When the recovery is exhausted the caller gets the last 401, readable in full. A
+      permanent refresh failure raises :class:`RefreshTokenFailedError`; a transient one
+      raises :class:`TransientRefreshError`.
+    * Before recovering it buffers the 401 body only if it is small (at most 64 KiB declared)
+      and arrives within a second, so the connection can be reused; a larger or slower body is
+      left unread (and the connection closed if the request is retried), never read into
+      memory or waited for.
     * A request whose body cannot be sent twice (an async iterator, a non-seekable stream) is
-      not retried; the caller gets the 401 and a log line says why.
+      not retried; the caller gets the 401 and a log line says why. Upload a file with
+      :class:`FileBody` to have it re-sent.
+    * A 401 from an origin out of scope that names the same loopback host differently (e.g.
+      ``localhost`` when ``127.0.0.1`` is in scope, same scheme and port) logs a warning once:
+      the request went without credentials because of the spelling.
 
     Args:
         manager: Where the auth comes from (a derived manager for a bearer provider).
-        origins: The origins to authenticate, e.g. ``["https://api.example.com"]``.
+        origins: The origins to authenticate, e.g. ``["https://api.example.com"]``, or a single
+            one as a string or URL. Each is ``scheme://host[:port]``: the scope is per origin.
         on_event: Called with a :class:`RecoveryEvent` after every recovery step.
 
     Raises:
-        ValueError: An origin is not an absolute URL.
+        ValueError: An origin is not an absolute URL, or has a path, query, fragment or user
+            info (the scope cannot be narrower than an origin).
     """
 
     def __init__(
         self,
         manager: AuthManager,
         *,
-        origins: Iterable[str | URL] | None = None,
+        origins: str | URL | Iterable[str | URL] | None = None,
         on_event: Callable[[RecoveryEvent], None] | None = None,
     ) -> None:
         """Create the middleware; see the class docstring."""
         self._manager = manager
-        self._origins = None if origins is None else frozenset(_origin(o) for o in origins)
-        self._anchor: tuple[str, str | None, int | None] | None = None
+        self._origins = None if origins is None else _origins(origins)
+        self._anchor: Origin | None = None
+        self._warned_aliases: set[Origin] = set()
         self._on_event = on_event
         self._cached_headers: tuple[Auth | None, dict[str, str]] = (None, {})
         self._said_no_login = False
@@ -148,7 +231,12 @@ class AuthMiddleware:
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send ``request`` with auth, recovering from 401s; see the class docstring."""
-        if not self.in_scope(request.url) or hdrs.AUTHORIZATION in request.headers:
+        if not self.in_scope(request.url):
+            response = await handler(request)
+            if response.status == _UNAUTHORIZED:
+                self._warn_if_loopback_alias(request.url)
+            return response
+        if hdrs.AUTHORIZATION in request.headers:
             return await handler(request)
         auth = await self._manager.auth()
         if auth is None:
@@ -176,6 +264,31 @@ class AuthMiddleware:
             _safe_url(request.url),
         )
 
+    def _warn_if_loopback_alias(self, url: URL) -> None:
+        key = (url.scheme, url.host, url.port)
+        if key in self._warned_aliases or not _is_loopback(url.host):
+            return
+        scope = self._origins if self._origins is not None else {self._anchor}
+        twins = sorted(
+            f"{scheme}://{host}:{port}"
+            for origin in scope
+            if origin is not None
+            for scheme, host, port in (origin,)
+            if (scheme, port) == (url.scheme, url.port) and _is_loopback(host)
+        )
+        if not twins:
+            return
+        self._warned_aliases.add(key)
+        logger.warning(
+            "%s://%s:%s answered 401 to a request sent without credentials: it is not in the "
+            "scope %s, although it names the same loopback host; put it in origins, or use "
+            "one spelling of the host",
+            url.scheme,
+            url.host,
+            url.port,
+            twins,
+        )
+
     def _headers(self, auth: Auth) -> dict[str, str]:
         cached_auth, headers = self._cached_headers
         if cached_auth is not auth:
@@ -195,9 +308,9 @@ class AuthMiddleware:
         previous: Auth | None = None
         try:
             for _ in range(_MAX_SENDS):
-                # Buffer the (small) 401 body: the connection goes back to the pool while we
-                # refresh, and the caller can still read it if we hand it back.
-                await response.read()
+                # Buffer a small 401 body, so the connection goes back to the pool while we
+                # refresh; a large or slow one stays unread, for the caller if we hand it back.
+                buffered = await _buffer_small_body(response)
                 # The recovery was built knowing the first rejected auth; later 401s tell it.
                 new_auth = await self._recover(
                     request, recovery, steps, auth, started=previous is not None
@@ -207,11 +320,15 @@ class AuthMiddleware:
                 if not _replayable(request):
                     logger.warning(
                         "Not retrying %s %s after 401: its body was a stream that cannot be "
-                        "sent twice; pass bytes, str, JSON or form data to get retries",
+                        "sent twice; pass bytes, str, JSON, form data or a FileBody to get "
+                        "retries",
                         request.method,
                         _safe_url(request.url),
                     )
                     return response
+                if not buffered:
+                    # Never read a body we are discarding: drop its connection instead.
+                    response.close()
                 previous, auth = auth, new_auth
                 self._apply(request, auth, previous)
                 response = await handler(request)

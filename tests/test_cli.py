@@ -556,3 +556,35 @@ def test_version_and_help_import_neither_aiohttp_nor_the_demo(flag: str) -> None
     assert "aioscopedauth._demo" not in after
     if "aiohttp" not in package:  # once the package itself imports lazily
         assert "aiohttp" not in after
+
+
+@pytest.mark.parametrize("how", ["--upload-file", "--data"])
+async def test_request_streams_a_file_through_a_revoked_token(
+    home: Path, tmp_path: Path, server: FakeAuthServer, how: str
+) -> None:
+    write_auth_json(home, server.login())
+    server.client_id = "app_EMoamEEZ73f0CkXaXp7hrann"
+    server.revoke_access_tokens()  # the first send is answered 401; the file is sent again
+    body = os.urandom(3 * 1024 * 1024)
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(body)
+    value = str(upload) if how == "--upload-file" else f"@{upload}"
+    code, _, err = await _run(
+        "--home",
+        str(home),
+        "request",
+        "--origin",
+        server.url,
+        how,
+        value,
+        f"{server.url}/api/upload",
+        env={"CODEX_REFRESH_TOKEN_URL_OVERRIDE": server.token_url},
+    )
+    assert code == 0, err
+    assert err == "HTTP 200 OK\n"
+    sent = server.last_api_request
+    assert sent is not None
+    assert sent["method"] == ("PUT" if how == "--upload-file" else "POST")
+    assert sent["body"] == body
+    assert server.refreshes == 1
+    assert server.api_rejections == 1

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from aiohttp import web
 
 import aioscopedauth
@@ -25,8 +26,6 @@ from aioscopedauth.testing import (
 
 if TYPE_CHECKING:
     from types import ModuleType
-
-    import pytest
 
     from support import MemoryKeyring
 
@@ -129,29 +128,39 @@ async def test_keyring_store(
     assert not (home / "auth.json").exists()
 
 
-async def test_testing_example_passes_under_pytest(tmp_path: Path) -> None:
-    shutil.copy(EXAMPLES / "test_with_the_kit.py", tmp_path / "test_with_the_kit.py")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-o",
-        "asyncio_mode=auto",
-        "-o",
-        "asyncio_default_fixture_loop_scope=function",
-        "-W",
-        "error",
-        "test_with_the_kit.py",
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+async def test_upload_file(tmp_path: Path, home: Path, server: FakeAuthServer) -> None:
+    upload = tmp_path / "report.csv"
+    upload.write_text("id,value\n" + "".join(f"{i},{i * i}\n" for i in range(20_000)))
+    write_auth_json(home, server.login())
+    server.revoke_access_tokens()
+    config = OAuthConfig(server.token_url, server.client_id)
+    assert await _load("upload_file").upload(home, config, server.url, upload) == 200
+    assert (server.api_rejections, server.refreshes) == (1, 1)
+    received = server.last_api_request
+    assert received is not None
+    assert (received["method"], received["path"]) == ("PUT", "/api/files/report.csv")
+    assert received["body"] == upload.read_bytes()
+    assert received["headers"]["Content-Type"] == "text/csv"
+
+
+@pytest.mark.parametrize(
+    "ini",
+    [
+        "[pytest]\n",  # like a user's project: pytest-asyncio's defaults (strict mode)
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n",
+    ],
+    ids=["default-strict", "auto"],
+)
+def test_testing_examples_pass_in_a_fresh_project(pytester: pytest.Pytester, ini: str) -> None:
+    # The testing how-to's two files, copied as a user would: the test, and the conftest.
+    shutil.copy(EXAMPLES / "test_with_the_kit.py", pytester.path / "test_with_the_kit.py")
+    shutil.copy(EXAMPLES / "leak_guard_conftest.py", pytester.path / "conftest.py")
+    pytester.makeini(ini)
+    # Every warning is an error, except pytest-asyncio's own nag about its unset loop scope.
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "error", "-W", "default::pytest.PytestDeprecationWarning"
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, out.decode()
-    assert "1 passed" in out.decode()
+    result.assert_outcomes(passed=1)
 
 
 def test_readme_python_compiles_and_uses_real_names() -> None:

@@ -4,6 +4,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import aioscopedauth
 
 # The contract of DESIGN.md that has landed so far, plus our additions. A name leaving this list
@@ -29,6 +31,7 @@ EXPECTED = {
     "ExternalAuthTokens",
     "ExternalRefresher",
     "FileAuthStore",
+    "FileBody",
     "IdTokenInfo",
     "KeyringAuthStore",
     "LoadedAuth",
@@ -64,6 +67,18 @@ EXPECTED = {
 def test_all_is_sorted_and_exact() -> None:
     assert aioscopedauth.__all__ == sorted(aioscopedauth.__all__)
     assert set(aioscopedauth.__all__) == EXPECTED
+
+
+def test_every_public_name_resolves_lazily() -> None:
+    # `import aioscopedauth` imports each name's module on first use (issue 13's fast start).
+    for name in aioscopedauth.__all__:
+        obj = getattr(aioscopedauth, name)
+        assert obj is not None
+        if name != "__version__":
+            assert getattr(obj, "__module__", "").startswith("aioscopedauth."), name
+    assert set(aioscopedauth.__all__) <= set(dir(aioscopedauth))
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchName'"):
+        _ = aioscopedauth.NoSuchName
 
 
 def test_every_public_name_is_documented() -> None:

@@ -10,15 +10,17 @@
 Everything here is deterministic and offline.
 """
 
-from ._jwt_helpers import AUTH_CLAIM, chatgpt_auth, make_id_token, make_jwt, write_auth_json
-from ._scripts import TokenScript, write_token_script
-from ._server import (
-    FakeAuthServer,
-    TokenFailure,
-    forget_issued_secrets,
-    issued_secrets,
-    serve_on_loopback,
-)
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: the plugin loads this in every session
+if TYPE_CHECKING:
+    from ._jwt_helpers import AUTH_CLAIM, chatgpt_auth, make_id_token, make_jwt, write_auth_json
+    from ._scripts import TokenScript, write_token_script
+    from ._server import (
+        FakeAuthServer,
+        TokenFailure,
+        forget_issued_secrets,
+        issued_secrets,
+        serve_on_loopback,
+    )
 
 __all__ = [
     "AUTH_CLAIM",
@@ -34,3 +36,36 @@ __all__ = [
     "write_auth_json",
     "write_token_script",
 ]
+
+# Imported on first use, so the pytest plugin (which imports this package) costs a test session
+# nothing until one of its fixtures is used.
+_LAZY = {
+    "AUTH_CLAIM": "_jwt_helpers",
+    "FakeAuthServer": "_server",
+    "TokenFailure": "_server",
+    "TokenScript": "_scripts",
+    "chatgpt_auth": "_jwt_helpers",
+    "forget_issued_secrets": "_server",
+    "issued_secrets": "_server",
+    "make_id_token": "_jwt_helpers",
+    "make_jwt": "_jwt_helpers",
+    "serve_on_loopback": "_server",
+    "write_auth_json": "_jwt_helpers",
+    "write_token_script": "_scripts",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name from its module on first use, then keep it here."""
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names with the module's own."""
+    return sorted({*globals(), *__all__})

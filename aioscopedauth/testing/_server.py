@@ -101,11 +101,13 @@ class FakeAuthServer:
         access_ttl: Lifetime of the access tokens it issues.
         client_id: The client id it expects.
         account_id: The account id in the tokens it issues.
+        client_max_size: The largest request body it accepts (larger ones are answered 413).
     """
 
     access_ttl: timedelta = timedelta(hours=1)
     client_id: str = "test-client"
     account_id: str = "acct-1"
+    client_max_size: int = 256 * 1024 * 1024
 
     token_calls: int = attrs.field(default=0, init=False)
     """Refresh requests received (every POST to the token endpoint)."""
@@ -178,7 +180,7 @@ class FakeAuthServer:
 
     async def start(self) -> None:
         """Start listening on a free port of 127.0.0.1."""
-        app = web.Application()
+        app = web.Application(client_max_size=self.client_max_size)
         app.router.add_post("/oauth/token", self._token)
         app.router.add_route("*", "/api/{tail:.*}", self._api)
         app.router.add_get("/redirect", self._redirect)

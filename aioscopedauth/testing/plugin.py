@@ -12,7 +12,8 @@ Fixtures (none is autouse; each is available once aioscopedauth is installed):
   or if an aiohttp session was left unclosed. Make it autouse in your ``conftest.py`` to guard
   every test.
 
-The async fixture needs pytest-asyncio (any mode).
+The async fixture needs pytest-asyncio (any mode). Loading the plugin imports nothing heavy:
+aiohttp and the library are imported when a test first uses one of these fixtures.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aioscopedauth._errors import AuthError
-from aioscopedauth._oauth import OAuthConfig
-
-from ._scripts import TokenScript, write_token_script
-from ._server import FakeAuthServer, forget_issued_secrets, issued_secrets
-
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
+
+    from aioscopedauth._errors import AuthError
+    from aioscopedauth._oauth import OAuthConfig
+
+    from ._scripts import TokenScript
+    from ._server import FakeAuthServer
 
 try:
     import pytest_asyncio
@@ -54,6 +55,8 @@ __all__ = [
 @_async_fixture
 async def fake_auth_server() -> AsyncIterator[FakeAuthServer]:
     """A started fake token endpoint and API on 127.0.0.1."""
+    from ._server import FakeAuthServer  # noqa: PLC0415 -- loading the plugin stays cheap
+
     async with FakeAuthServer() as server:
         yield server
 
@@ -65,6 +68,8 @@ def fake_oauth_config(fake_auth_server: FakeAuthServer) -> OAuthConfig:
     Retries are not backed off, and a ``refresh_token_reused`` answer is final at once
     (``reuse_grace=0``): no other writer is waiting to commit in a test unless it makes one.
     """
+    from aioscopedauth._oauth import OAuthConfig  # noqa: PLC0415 -- loading the plugin stays cheap
+
     return OAuthConfig(
         fake_auth_server.token_url,
         fake_auth_server.client_id,
@@ -83,6 +88,8 @@ def codex_home(tmp_path: Path) -> Path:
 @pytest.fixture
 def token_script(tmp_path: Path) -> Callable[..., TokenScript]:
     """Return a factory that writes a real bearer-token script printing the given lines."""
+    from ._scripts import write_token_script  # noqa: PLC0415 -- loading the plugin stays cheap
+
     counter = iter(range(1_000_000))
 
     def make(*lines: str) -> TokenScript:
@@ -124,6 +131,8 @@ class LeakGuard:
 
     def check(self) -> None:
         """Fail if a secret leaked or an aiohttp session was left unclosed."""
+        from ._server import issued_secrets  # noqa: PLC0415 -- loading the plugin stays cheap
+
         unclosed = [t for t in self.asyncio_logs.texts if "Unclosed" in t]
         assert not unclosed, f"unclosed aiohttp resources: {unclosed}"  # noqa: S101 -- pytest
         secrets = self.planted | issued_secrets()
@@ -157,6 +166,10 @@ def _chain_text(error: BaseException) -> str:
 @pytest.fixture
 def auth_leak_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[LeakGuard]:
     """Fail the test if a secret reaches a log record or an error; see :class:`LeakGuard`."""
+    from aioscopedauth._errors import AuthError  # noqa: PLC0415 -- loading the plugin stays cheap
+
+    from ._server import forget_issued_secrets  # noqa: PLC0415 -- loading the plugin stays cheap
+
     forget_issued_secrets()
     guard = LeakGuard()
     library_logger = logging.getLogger("aioscopedauth")

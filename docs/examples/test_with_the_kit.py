@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from aioscopedauth import AuthManager, AuthMiddleware, FileAuthStore, OAuthConfig
 from aioscopedauth.testing import FakeAuthServer
@@ -14,6 +15,7 @@ async def fetch_profile(session: aiohttp.ClientSession, base_url: str) -> int:
         return response.status
 
 
+@pytest.mark.asyncio  # pytest-asyncio's default (strict) mode runs only marked tests
 async def test_client_survives_a_revoked_token(
     fake_auth_server: FakeAuthServer, fake_oauth_config: OAuthConfig, codex_home: Path
 ) -> None:
