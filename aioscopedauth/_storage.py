@@ -31,7 +31,7 @@ from ._model import AuthDotJson
 from ._paths import user_path
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from contextlib import AbstractAsyncContextManager
 
     import keyring.backend
@@ -758,19 +758,29 @@ class KeyringAuthStore:
             StorageError: The keyring failed, timed out or holds a corrupt entry.
         """
         async with self._file.commit_locks():
-            before = await self.load()
-            after = change(before)
-            if after is before:
-                return CommitResult(before, before, written=False)
-            if after is None:
-                await self._remove_entry()
-            else:
-                await self._write_entry(after)
-            return CommitResult(before, after, written=True)
+            return await _apply(change, self.load, self._remove_entry, self._write_entry)
 
     def lock(self) -> AbstractAsyncContextManager[None]:
         """Return the refresh lock (the file store's, in ``home``)."""
         return self._file.lock()
+
+
+async def _apply(
+    change: Callable[[AuthDotJson | None], AuthDotJson | None],
+    load: Callable[[], Awaitable[AuthDotJson | None]],
+    remove: Callable[[], Awaitable[object]],
+    write: Callable[[AuthDotJson], Awaitable[None]],
+) -> CommitResult:
+    """Read, decide and write with a store's own steps (the caller holds the commit locks)."""
+    before = await load()
+    after = change(before)
+    if after is before:
+        return CommitResult(before, before, written=False)
+    if after is None:
+        await remove()
+    else:
+        await write(after)
+    return CommitResult(before, after, written=True)
 
 
 def _keyring_delete(backend: keyring.backend.KeyringBackend, service: str, account: str) -> bool:
@@ -905,15 +915,7 @@ class AutoAuthStore:
             StorageError: The file is corrupt or unreadable, or neither place could be written.
         """
         async with self._file.commit_locks():
-            before = await self.load()
-            after = change(before)
-            if after is before:
-                return CommitResult(before, before, written=False)
-            if after is None:
-                await self._remove()
-            else:
-                await self._write(after)
-            return CommitResult(before, after, written=True)
+            return await _apply(change, self.load, self._remove, self._write)
 
     def lock(self) -> AbstractAsyncContextManager[None]:
         """Return the refresh lock (the file store's, in ``home``)."""
