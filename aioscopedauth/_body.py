@@ -15,9 +15,10 @@ import mimetypes
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiofiles
+import aiofiles.threadpool
 from aiohttp import payload
 
 if TYPE_CHECKING:
@@ -28,14 +29,6 @@ __all__ = ["FileBody"]
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
 """Bytes read from the file per step (aiohttp's own file payloads use the same)."""
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
-"""Closes still running for sends that were cancelled (strong references until done)."""
-
-
-def _keep(task: asyncio.Task[None]) -> None:
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
 
 
 def _changed(path: Path, expected: int, found: str) -> RuntimeError:
@@ -163,7 +156,7 @@ class FileBody(payload.Payload):
             RuntimeError: The file's size is not the one the body was created with.
         """
         limit = self._file_size if content_length is None else min(self._file_size, content_length)
-        file = await self._open()
+        raw, file = await self._open()
         try:
             sent = 0
             while sent < limit:
@@ -175,19 +168,23 @@ class FileBody(payload.Payload):
             if limit == self._file_size and await file.read(1):
                 raise _changed(self._path, self._file_size, "more now")
         finally:
-            await _close_file(file)
+            await _close_file(raw)
 
-    async def _open(self) -> AsyncBufferedReader:
-        # The open runs in a worker thread that a cancellation cannot stop: shield it, and when
-        # the send is cancelled meanwhile, close the file once the thread has opened it.
-        opening = asyncio.ensure_future(self._open_in_thread())
+    async def _open(self) -> tuple[BinaryIO, AsyncBufferedReader]:
+        # The open is submitted straight to the executor (a task could be cancelled by a loop
+        # shutdown before it even started) and shielded: a cancellation cannot stop the thread,
+        # so when the send is cancelled meanwhile, the file is closed once the thread opened it.
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, self._open_now)
         try:
-            return await asyncio.shield(opening)
+            file = await asyncio.shield(opening)
         except asyncio.CancelledError:
-            _keep(asyncio.ensure_future(_close_when_opened(opening)))
+            _BACKGROUND.add(opening)
+            opening.add_done_callback(_close_opened)
             raise
+        return file, aiofiles.threadpool.wrap(file, loop=loop)
 
-    async def _open_in_thread(self) -> AsyncBufferedReader:
+    def _open_now(self) -> BinaryIO:
         expected = self._file_size
         path = self._path
 
@@ -201,19 +198,27 @@ class FileBody(payload.Payload):
                 raise
             return fd
 
-        return await aiofiles.open(path, "rb", opener=opener)
+        return open(path, "rb", opener=opener)
 
 
-async def _close_file(file: AsyncBufferedReader) -> None:
-    # Shielded: a second cancellation while closing must not leave the handle open.
-    closing = asyncio.ensure_future(file.close())
-    _keep(closing)
-    await asyncio.shield(closing)
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+"""Opens of cancelled sends and closes not finished yet (for tests to wait on)."""
 
 
-async def _close_when_opened(opening: asyncio.Future[Any]) -> None:
-    try:
-        file = await opening
-    except Exception:  # noqa: BLE001 -- the open failed, so there is nothing to close
-        return
-    await file.close()
+def _close_soon(file: BinaryIO) -> asyncio.Future[None]:
+    # Submitted to the executor at once, so it runs even if the caller is cancelled (or the
+    # loop shuts down, which waits for the executor's jobs) before the close is done.
+    closing = asyncio.get_running_loop().run_in_executor(None, file.close)
+    _BACKGROUND.add(closing)
+    closing.add_done_callback(_BACKGROUND.discard)
+    return closing
+
+
+async def _close_file(file: BinaryIO) -> None:
+    await asyncio.shield(_close_soon(file))
+
+
+def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:
+    _BACKGROUND.discard(opening)
+    if not opening.cancelled() and opening.exception() is None:
+        _close_soon(opening.result())

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -257,7 +258,7 @@ EXIT_GRACE = 0.5
 started (a background child) still holds the pipes: it is killed and what was read is used."""
 
 
-class _Collector(asyncio.SubprocessProtocol):
+class _Collector:
     """Collects stdout and stderr as they come (both at once, so neither pipe can fill)."""
 
     def __init__(self) -> None:
@@ -278,7 +279,7 @@ class _Collector(asyncio.SubprocessProtocol):
         else:
             sink += data
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:  # noqa: ARG002 -- EOF either way
+    def pipe_connection_lost(self, fd: int) -> None:
         self._open.discard(fd)
         if not self._open and not self.pipes_closed.done():
             self.pipes_closed.set_result(None)
@@ -295,15 +296,118 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _pipe_inodes(transport: asyncio.SubprocessTransport) -> set[int]:
-    inodes = set()
-    for fd in (1, 2):
-        pipe = transport.get_pipe_transport(fd)
-        handle = None if pipe is None else pipe.get_extra_info("pipe")
-        if handle is not None:
-            with contextlib.suppress(OSError, ValueError):
-                inodes.add(os.fstat(handle.fileno()).st_ino)
-    return inodes
+class _PipeReader(asyncio.Protocol):
+    """Feeds one pipe of the command into the collector."""
+
+    def __init__(self, collector: _Collector, fd: int) -> None:
+        self._collector, self._fd = collector, fd
+
+    def data_received(self, data: bytes) -> None:
+        self._collector.pipe_data_received(self._fd, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 -- EOF either way
+        self._collector.pipe_connection_lost(self._fd)
+
+
+@attrs.define(eq=False)
+class _Child:
+    """A running command: the process, its two pipes as read transports, its exit."""
+
+    popen: subprocess.Popen[bytes]
+    collector: _Collector
+    inodes: set[int]
+    pipes: list[asyncio.BaseTransport] = attrs.Factory(list)
+
+    def close_pipes(self) -> None:
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def _spawn(config: ProviderAuthCommand) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 -- the configured command, no shell, by design
+        [config.program(), *config.args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=config.cwd,
+        env=config.environment(),
+        start_new_session=True,
+    )
+
+
+def _abandon(popen: subprocess.Popen[bytes]) -> None:
+    """Kill and reap a command whose caller is gone (in a worker thread: it may block)."""
+    _kill_group(popen.pid)
+    popen.wait()
+    for stream in (popen.stdout, popen.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _abandon_spawned(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if not spawning.cancelled() and spawning.exception() is None:
+        asyncio.get_running_loop().run_in_executor(None, _abandon, spawning.result())
+
+
+async def _start(config: ProviderAuthCommand) -> _Child:
+    """Start the command off the event loop, and watch its pipes and its exit from the loop.
+
+    ``fork``/``exec`` block the calling thread until the child has exec'd, which on a loaded
+    machine can take tens of milliseconds: done in a worker thread, the loop keeps running.
+
+    Raises:
+        OSError: It could not be started.
+    """
+    loop = asyncio.get_running_loop()
+    spawning = loop.run_in_executor(None, _spawn, config)
+    try:
+        popen = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        spawning.add_done_callback(_abandon_spawned)  # started anyway: kill and reap it
+        raise
+    assert popen.stdout is not None  # noqa: S101 -- PIPE was asked for
+    assert popen.stderr is not None  # noqa: S101 -- PIPE was asked for
+    collector = _Collector()
+    streams = ((1, popen.stdout), (2, popen.stderr))
+    child = _Child(popen, collector, {os.fstat(s.fileno()).st_ino for _, s in streams})
+    try:
+        for fd, stream in streams:
+            pipe, _ = await loop.connect_read_pipe(
+                lambda fd=fd: _PipeReader(collector, fd),  # type: ignore[misc]
+                stream,
+            )
+            child.pipes.append(pipe)
+        _watch_exit(popen, collector)
+    except BaseException:
+        child.close_pipes()
+        loop.run_in_executor(None, _abandon, popen)
+        raise
+    return child
+
+
+def _watch_exit(popen: subprocess.Popen[bytes], collector: _Collector) -> None:
+    """Resolve ``collector.exited`` when the child exits, reaping it (a pidfd, or a thread)."""
+    loop = asyncio.get_running_loop()
+
+    def reaped(_: object = None) -> None:
+        if not collector.exited.done():
+            collector.exited.set_result(None)
+
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):
+        # No pidfd (an old kernel): a worker thread waits for the exit instead.
+        waiting = loop.run_in_executor(None, popen.wait)
+        waiting.add_done_callback(reaped)
+        return
+
+    def exited() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        popen.wait()  # it has exited: reaps at once
+        reaped()
+
+    loop.add_reader(pidfd, exited)
 
 
 def _kill_pipe_holders(inodes: set[int]) -> int:
@@ -346,23 +450,13 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
             non-UTF-8 data to stdout.
     """
     command = config.command
-    loop = asyncio.get_running_loop()
     try:
-        transport, collector = await loop.subprocess_exec(
-            _Collector,
-            config.program(),
-            *config.args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=config.cwd,
-            env=config.environment(),
-            start_new_session=True,
-        )
+        child = await _start(config)
     except OSError as exc:
         detail = f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
         msg = f"provider auth command `{command}` failed to start: {detail}"
         raise CommandError(msg) from exc
+    collector = child.collector
     try:
         async with asyncio.timeout(config.timeout):
             # Shielded: a timeout or cancellation must not cancel the future itself; the
@@ -377,11 +471,11 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
     else:
         timed_out = False
     finally:
-        await _end(transport, collector)
+        await _end(child)
     if timed_out:
         msg = f"provider auth command `{command}` timed out after {config.timeout * 1000:g} ms"
         raise CommandError(msg)
-    returncode = transport.get_returncode()
+    returncode = child.popen.returncode
     assert returncode is not None  # noqa: S101 -- _end() waited for the exit
     if returncode != 0:
         detail = collector.stderr.decode("utf-8", errors="replace").strip()
@@ -403,14 +497,14 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
     raise CommandError(msg)
 
 
-async def _end(transport: asyncio.SubprocessTransport, collector: _Collector) -> None:
+async def _end(child: _Child) -> None:
     """Leave nothing behind: kill the group and pipe holders, reap the child, close the pipes.
 
     Whatever happened (success, timeout, cancellation), nothing the command started outlives
     the call: a cancellation that arrives during the clean-up waits for it to finish, then
     goes on (an abandoned clean-up would leave an unreaped child behind).
     """
-    cleanup = asyncio.ensure_future(_end_unshielded(transport, collector))
+    cleanup = asyncio.ensure_future(_end_unshielded(child))
     cancelled = False
     while not cleanup.done():
         try:
@@ -422,18 +516,15 @@ async def _end(transport: asyncio.SubprocessTransport, collector: _Collector) ->
         raise asyncio.CancelledError
 
 
-async def _end_unshielded(transport: asyncio.SubprocessTransport, collector: _Collector) -> None:
-    pid = transport.get_pid()
-    _kill_group(pid)
+async def _end_unshielded(child: _Child) -> None:
+    collector = child.collector
+    _kill_group(child.popen.pid)
     if not collector.pipes_closed.done():
-        inodes = _pipe_inodes(transport)
-        killed = await asyncio.to_thread(_kill_pipe_holders, inodes) if inodes else 0
+        killed = await asyncio.to_thread(_kill_pipe_holders, child.inodes)
         if killed:
             logger.debug("Killed %d process(es) the command left holding its output", killed)
-    # Reaped by asyncio's child watcher before the transport is closed: closing first would
-    # poll (and reap) the child itself and leave the watcher a pid it no longer knows.
     await collector.exited
-    transport.close()  # closes our ends of the pipes
+    child.close_pipes()  # our ends of the pipes
 
 
 @attrs.define(eq=False)

@@ -1,11 +1,11 @@
 """The event loop never stalls on the library.
 
 A 1 ms ticker runs on the loop while the library loads, saves, waits for contended locks,
-refreshes and runs token commands. Each gap between two ticks, minus the time the loop's thread
-spent waiting for a CPU (``/proc/thread-self/schedstat``: on a loaded machine another process
-holds the core, which no library can help) and minus the 1 ms asked for, is time the loop could
-not run: a blocking call, or too much work in one step. The largest must stay under 20 ms (the
-outside review measured under 10 ms).
+refreshes and runs token commands. Each gap between two ticks, minus the time the process's
+threads spent waiting for a CPU (``/proc/self/task/*/schedstat``: on a loaded machine another
+process holds the core, which no library can help) and minus the 1 ms asked for, is time the
+loop could not run: a blocking call, or too much work in one step. The largest must stay under
+20 ms (the outside review measured under 10 ms).
 """
 
 from __future__ import annotations
@@ -43,8 +43,16 @@ pytestmark = pytest.mark.skipif(not SCHEDSTAT.exists(), reason="needs Linux sche
 
 
 def _cpu_wait() -> float:
-    """Seconds this thread has spent runnable but waiting for a CPU."""
-    return int(SCHEDSTAT.read_text().split()[1]) / 1e9
+    """Seconds the process's threads have spent runnable but waiting for a CPU, summed.
+
+    Every thread counts: the loop can also wait for the GIL held by a worker thread that is
+    itself waiting for a CPU, which is the machine's load, not the library.
+    """
+    total = 0
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 class Ticker:
@@ -53,7 +61,8 @@ class Ticker:
     def __init__(self) -> None:
         self.worst = 0.0
         self.during = ""
-        self.phase = "start"
+        self.phase: str | None = None
+        """What the library is doing; ``None`` while the test does its own work (not counted)."""
         self.ticks = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -62,7 +71,7 @@ class Ticker:
             await asyncio.sleep(0.001)
             now, wait = time.perf_counter(), _cpu_wait()
             stall = (now - last) - (wait - last_wait) - 0.001
-            if stall > self.worst:
+            if self.phase is not None and stall > self.worst:
                 self.worst, self.during = stall, self.phase
             last, last_wait = now, wait
             self.ticks += 1
@@ -90,8 +99,14 @@ _HOLDER = textwrap.dedent(
 )
 
 
-async def _contend(lock: Path, work: Callable[[], Coroutine[Any, Any, object]]) -> None:
-    """Run ``work`` while another process holds ``lock``; release it once work is waiting."""
+async def _contend(
+    ticker: Ticker, phase: str, lock: Path, work: Callable[[], Coroutine[Any, Any, object]]
+) -> None:
+    """Run ``work`` while another process holds ``lock``; release it once work is waiting.
+
+    Starting the holder (a fork in the loop's thread) is the test's own work: not counted.
+    """
+    ticker.phase = None
     holder = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -103,12 +118,14 @@ async def _contend(lock: Path, work: Callable[[], Coroutine[Any, Any, object]]) 
     assert holder.stdin is not None
     assert holder.stdout is not None
     assert await holder.stdout.readline() == b"held\n"
+    ticker.phase = phase
     waiting = asyncio.create_task(work())
     await asyncio.sleep(0.2)  # the workload: 200 ms of polling for a held lock
     assert not waiting.done()
     holder.stdin.write(b"go\n")
     await holder.stdin.drain()
     await waiting
+    ticker.phase = None
     await holder.wait()
 
 
@@ -123,19 +140,23 @@ async def test_the_loop_never_stalls_on_the_library(tmp_path: Path) -> None:
             await store.save(AuthDotJson.for_api_key(f"sk-{i}"))
             assert await store.load() == AuthDotJson.for_api_key(f"sk-{i}")
 
-        ticker.phase = "contended refresh lock"
-        await _contend(store.lock_path, lambda: _enter(store))
-        ticker.phase = "contended commit lock"
-        await _contend(home / "auth.lock", lambda: store.save(AuthDotJson.for_api_key("sk-x")))
+        await _contend(ticker, "contended refresh lock", store.lock_path, lambda: _enter(store))
+        await _contend(
+            ticker,
+            "contended commit lock",
+            home / "auth.lock",
+            lambda: store.save(AuthDotJson.for_api_key("sk-x")),
+        )
 
-        ticker.phase = "refresh"
+        ticker.phase = None
         write_auth_json(home, server.login())
+        ticker.phase = "refresh"
         oauth = OAuthConfig(server.token_url, server.client_id)
         async with AuthManager(FileAuthStore(home), oauth) as manager:
             for _ in range(20):
                 assert await manager.refresh_token() is True
 
-        ticker.phase = "token commands"
+        ticker.phase = "token commands"  # each run forks too: the library's own work here
         config = ProviderAuthCommand("./print-token.sh", cwd=script.folder, refresh_interval=0)
         refresher = CommandBearerRefresher(config)
         for _ in range(10):
