@@ -56,8 +56,11 @@ def resolved_path(path: Path, what: str) -> Path:
         ConfigError: It goes through a symlink loop.
     """
     try:
-        return path.resolve()
+        # strict: a loop raises on every Python (3.13's non-strict resolve no longer does)
+        return path.resolve(strict=True)
+    except FileNotFoundError:
+        return path.resolve()  # a folder that does not exist yet: reported when it is used
     except (RuntimeError, OSError):
-        pass
+        pass  # RuntimeError (3.11, 3.12) or ELOOP (3.13): raised below with our message
     msg = f"{what} {path} goes through a symbolic link loop"
     raise ConfigError(msg)
