@@ -89,6 +89,15 @@ redis.call('PUBLISH', ARGV[7],
   '{"event":"changed","version":' .. ARGV[3] .. ',"writer":"' .. ARGV[6] .. '"}')
 return {1, ARGV[3]}
 """
+# KEYS[1] the lock. ARGV[1] the owner token, ARGV[2] the TTL in ms. Takes the lock if it is
+# free; says "taken" also when it is ours already (a retried call whose first answer was lost).
+_ACQUIRE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return 1 end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 # KEYS[1] the lock. ARGV[1] the owner token. Deletes the lock only if it is still ours.
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -244,8 +253,8 @@ class RedisAuthStore:
         ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS (certificate options
         as URL query parameters, e.g. ``?ssl_ca_certs=/path/ca.pem``) and ``unix://`` work as
         in ``redis.asyncio.from_url``; an ACL user and password go in the URL. Socket timeouts
-        default to 5 s, and a failed command is not retried by the client: the library
-        decides.
+        default to 5 s, and a command that fails on a broken connection is retried once at
+        once, on a new connection (no backoff: the library decides what to do next).
 
         Args:
             url: The server's URL.
@@ -264,15 +273,18 @@ class RedisAuthStore:
         """
         try:
             import redis.asyncio as aioredis  # noqa: PLC0415 -- optional extra
+            from redis.asyncio.retry import Retry  # noqa: PLC0415 -- optional extra
             from redis.backoff import NoBackoff  # noqa: PLC0415 -- optional extra
-            from redis.retry import Retry  # noqa: PLC0415 -- optional extra
         except ImportError:
             msg = "RedisAuthStore needs the redis package: pip install 'aioscopedauth[redis]'."
             raise ConfigError(msg) from None
         client_options.setdefault("socket_timeout", 5.0)
         client_options.setdefault("socket_connect_timeout", 5.0)
         client_options.setdefault("socket_keepalive", True)
-        client_options.setdefault("retry", Retry(NoBackoff(), 0))
+        # One immediate retry: a pooled connection that a server restart closed is replaced.
+        # Every command of the store may run twice: writes are compare-and-swap, the lock
+        # script knows its owner.
+        client_options.setdefault("retry", Retry(NoBackoff(), 1))
         where = _where_from_url(url)
         try:
             client = aioredis.from_url(url, **client_options)
@@ -605,11 +617,13 @@ class RedisAuthStore:
         while True:
             # Shielded: a caller cancelled after the server set the lock must still release it.
             with anyio.CancelScope(shield=True):
-                got = await self._call(
+                got = await self._script(
                     "Could not take the refresh lock",
-                    self.client.set(self.lock_key, owner, nx=True, px=ttl_ms),
+                    _ACQUIRE_SCRIPT,
+                    [self.lock_key],
+                    [owner, ttl_ms],
                 )
-            if got:
+            if int(got):
                 break
             if time.monotonic() >= deadline:
                 msg = (

@@ -395,3 +395,91 @@ async def test_redis_unreachable_is_a_clear_storage_error(
         async with store.lock():
             pass
     assert "CANARY" not in repr(store)
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+async def _restart(server: RedisServer) -> None:
+    await asyncio.to_thread(server.restart)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+async def test_a_restarted_redis_keeps_the_fleet_logged_in(
+    server: FakeAuthServer, oauth: OAuthConfig, persistent: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with RedisServer(persistent=persistent) as own:
+        async with (
+            RedisAuthStore.from_url(own.url, name="fleet") as store_a,
+            RedisAuthStore.from_url(own.url, name="fleet") as store_b,
+            AuthManager(store_a, oauth) as host_a,
+            AuthManager(store_b, oauth) as host_b,
+        ):
+            await store_a.save(server.login())
+            await host_a.refresh_token()  # version 2
+            await host_b.auth()
+            await asyncio.wait_for(store_b.listening.wait(), 10)
+            cached = host_b.auth_cached()
+            await _restart(own)
+            # While it was down and after: the cached token is served.
+            assert await host_b.auth() == cached
+            # The listener comes back by itself and rereads; the login is there again.
+            await asyncio.wait_for(store_b.listening.wait(), 10)
+            assert await store_a.load() == cached.data if cached else None
+            assert await store_a.client.hget(store_a.key, "version") == b"2"
+            restored = "writing it back" in caplog.text
+            assert restored is not persistent
+            async with host_b.changes() as changes:
+                assert await host_a.refresh_token() is True
+                change = await _next_change(changes)
+            assert change.auth == host_a.auth_cached() != cached
+    assert server.reuse_answers == 0
+    assert server.refreshes == 2
+
+
+async def test_with_redis_down_auth_serves_the_cache_and_a_refresh_fails_clearly(
+    server: FakeAuthServer, oauth: OAuthConfig, own_redis: RedisServer
+) -> None:
+    async with (
+        RedisAuthStore.from_url(own_redis.url) as store,
+        AuthManager(store, oauth) as manager,
+    ):
+        await store.save(server.login())
+        cached = await manager.auth()
+        await asyncio.to_thread(own_redis.kill)
+        assert await manager.auth() == cached
+        with pytest.raises(StorageError, match="is unreachable") as caught:
+            await manager.refresh_token()
+        assert "a refresh works again once Redis is back" in str(caught.value)
+        assert manager.auth_cached() == cached
+        assert server.token_calls == 0  # no refresh token was spent blind
+        await asyncio.to_thread(own_redis.start)
+        assert await manager.refresh_token() is True
+        assert manager.auth_cached() != cached
+    assert server.refreshes == 1
+
+
+async def test_a_redis_restored_from_an_old_dump_gets_the_newest_login_back(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer
+) -> None:
+    store = redis_stores()
+    old, new = server.login(), server.login()
+    await store.save(old)
+    old_fields = await store.client.hgetall(store.key)
+    await store.save(new)
+    await store.client.delete(store.key)
+    await store.client.hset(store.key, mapping={_b(k): _b(v) for k, v in old_fields.items()})
+    assert await redis_stores().load() == old  # a host that never saw version 2
+    assert await store.load() == new
+    assert await store.client.hget(store.key, "version") == b"2"
+
+
+async def test_a_logout_is_not_undone_by_a_lost_marker(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer
+) -> None:
+    store = redis_stores()
+    await store.save(server.login())
+    assert await store.delete() is True
+    await store.client.delete(store.key)  # the server lost everything
+    assert await store.load() is None
+    assert await store.client.exists(store.key) == 0
