@@ -31,12 +31,14 @@ from ._errors import (
     describe_login_mode,
     shown_mode_name,
 )
+from ._fleet_demo import FleetDemoConfig, run_fleet_demo
 from ._jwt import jwt_expiration
 from ._manager import AuthManager
 from ._middleware import AuthMiddleware
 from ._model import Auth, AuthMode, format_rfc3339
 from ._oauth import OAuthConfig
 from ._storage import AutoAuthStore, FileAuthStore, KeyringAuthStore
+from .redis import RedisAuthStore
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -109,9 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--provider", help="use this [model_providers.NAME] from the config")
     parser.add_argument(
         "--store",
-        choices=("file", "keyring", "auto"),
+        choices=("file", "keyring", "auto", "redis"),
         default="file",
-        help="where the login is kept (default: file, HOME/auth.json)",
+        help="where the login is kept (default: file, HOME/auth.json; redis: --redis-url)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("AIOSCOPEDAUTH_REDIS_URL"),
+        help="the fleet's Redis/Valkey, redis[s]://[user:password@]host:port/db "
+        "(default: $AIOSCOPEDAUTH_REDIS_URL); the key, if any, from $AIOSCOPEDAUTH_REDIS_KEY",
+    )
+    parser.add_argument(
+        "--redis-name", default="default", help="the login's name in Redis (default: default)"
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     sub = parser.add_subparsers(
@@ -144,9 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     request.set_defaults(func=_request)
 
     demo = sub.add_parser("demo", help="run the embedded demo on 127.0.0.1")
-    demo.add_argument("--agents", type=_positive_int, default=50, help="concurrent agents (50)")
+    demo.add_argument(
+        "--agents",
+        type=_positive_int,
+        default=None,
+        help="concurrent agents (50; with --hosts: per host, 8)",
+    )
     demo.add_argument("--seconds", type=_positive_float, default=10.0, help="duration (10)")
     demo.add_argument("--seed", type=int, default=None, help="seed the random revocations")
+    demo.add_argument(
+        "--hosts",
+        type=_positive_int,
+        default=None,
+        help="run N host processes sharing one login through Redis (--redis-url, else an "
+        "embedded server); --agents is then per host (default 8)",
+    )
     demo.set_defaults(func=_demo)
     return parser
 
@@ -171,7 +194,28 @@ def _home(args: argparse.Namespace) -> Path:
     return Path(args.home).expanduser() if args.home else default_home()
 
 
+_OPENED: list[RedisAuthStore] = []
+"""Redis stores this command opened; closed when it ends."""
+
+
+def _redis_store(args: argparse.Namespace) -> RedisAuthStore:
+    if not args.redis_url:
+        msg = "--store redis needs --redis-url URL (or $AIOSCOPEDAUTH_REDIS_URL)"
+        raise ConfigError(msg)
+    key_text = os.environ.get("AIOSCOPEDAUTH_REDIS_KEY", "").strip()
+    try:
+        key = bytes.fromhex(key_text) if key_text else None
+    except ValueError:
+        msg = "AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)"
+        raise ConfigError(msg) from None
+    store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
+    _OPENED.append(store)
+    return store
+
+
 def _store(args: argparse.Namespace) -> AuthStore:
+    if args.store == "redis":
+        return _redis_store(args)
     home = _home(args)
     if args.store == "keyring":
         return KeyringAuthStore(home)
@@ -218,12 +262,19 @@ def _span(seconds: int) -> str:
     return " ".join([*parts, f"{secs}s"] if not days else parts)
 
 
+def _redis_facts(store: AuthStore) -> dict[str, Any]:
+    if isinstance(store, RedisAuthStore):
+        return {"redis": store.where, "name": store.name}
+    return {}
+
+
 def _status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
     now = datetime.now(UTC)
     facts: dict[str, Any] = {"logged_in": auth is not None, "store": store.kind}
     warnings: list[str] = []
     if isinstance(store, FileAuthStore | KeyringAuthStore | AutoAuthStore):
         facts["home"] = str(store.home)
+    facts.update(_redis_facts(store))
     if isinstance(store, FileAuthStore):
         facts["path"] = str(store.path)
         try:
@@ -298,6 +349,8 @@ async def _status(args: argparse.Namespace) -> int:
 
 def _print_login(facts: dict[str, Any], auth: Auth | None) -> None:
     where = facts.get("path") or f"{facts['store']} ({facts.get('home', '')})"
+    if "redis" in facts:
+        where = f"{facts['redis']}, name {facts['name']}"
     if auth is None:
         print(f"Not logged in (looked in {where}).")
         return
@@ -438,8 +491,27 @@ async def _request(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    result = await run_demo(DemoConfig(agents=args.agents, seconds=args.seconds, seed=args.seed))
+    if args.hosts is not None:
+        fleet = FleetDemoConfig(
+            hosts=args.hosts,
+            agents=args.agents or 8,
+            seconds=args.seconds,
+            redis_url=args.redis_url,
+            seed=args.seed,
+        )
+        return EXIT_OK if (await run_fleet_demo(fleet)).passed else EXIT_AUTH
+    result = await run_demo(
+        DemoConfig(agents=args.agents or 50, seconds=args.seconds, seed=args.seed)
+    )
     return EXIT_OK if result.passed else EXIT_AUTH
+
+
+async def _closing(func: Callable[[argparse.Namespace], Awaitable[int]], args: Any) -> int:  # noqa: ANN401 -- argparse's namespace
+    try:
+        return await func(args)
+    finally:
+        while _OPENED:
+            await _OPENED.pop().aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     func: Callable[[argparse.Namespace], Awaitable[int]] = args.func
     try:
-        return asyncio.run(func(args))  # type: ignore[arg-type]
+        return asyncio.run(_closing(func, args))
     except AuthError as exc:
         print(f"aioscopedauth: {exc}", file=sys.stderr)
         return EXIT_AUTH

@@ -70,6 +70,9 @@ _LOCK_POLL_FIRST = 0.002
 _LOCK_POLL_MAX = 0.05
 _LISTEN_BACKOFF_FIRST = 0.05
 _LISTEN_BACKOFF_MAX = 1.0
+_LISTEN_POLL = 0.25
+"""Seconds between two looks at the stop flag while no notice arrives (no command is sent)."""
+_STOP_WAIT = 10.0
 
 # KEYS[1] the login hash. ARGV: mode ("cas": only if the version is still ARGV[2], "" for
 # nothing stored; "restore": only if nothing newer than ARGV[3] is stored), expected version,
@@ -189,6 +192,7 @@ class RedisAuthStore:
     _seen: _Entry | None = attrs.field(default=None, init=False, repr=False)
     _callbacks: list[Callable[[], None]] = attrs.field(factory=list, init=False, repr=False)
     _listener: asyncio.Task[None] | None = attrs.field(default=None, init=False, repr=False)
+    _stopping: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
     _aead: Any = attrs.field(default=None, init=False, repr=False)
     _warned_plain: bool = attrs.field(default=False, init=False, repr=False)
     listening: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
@@ -708,10 +712,16 @@ class RedisAuthStore:
 
     async def _stop_listener(self) -> None:
         listener, self._listener = self._listener, None
-        if listener is not None and not listener.done():
+        if listener is None or listener.done():
+            return
+        # Asked, not cancelled: redis-py can swallow a cancellation that lands in a read with
+        # a timeout and go on waiting. The loop looks at the flag at least every poll.
+        self._stopping.set()
+        done, _ = await asyncio.wait({listener}, timeout=_STOP_WAIT)
+        if not done:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await asyncio.wait({listener}, timeout=_STOP_WAIT)
+        self._stopping = asyncio.Event()
 
     def _fire(self) -> None:
         for callback in list(self._callbacks):
@@ -725,34 +735,37 @@ class RedisAuthStore:
 
         delay = _LISTEN_BACKOFF_FIRST
         failing = False
-        while True:
+        stopping = self._stopping
+        while not stopping.is_set():
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 # Wait for the confirmation: only then are later notices sure to arrive.
-                while await pubsub.get_message(timeout=1.0) is None:
-                    pass
+                while await pubsub.get_message(timeout=_LISTEN_POLL) is None:
+                    if stopping.is_set():
+                        return
                 self.listening.set()
                 if failing:
                     logger.info("Listening for login changes at %s again", self.where)
                 failing = False
                 delay = _LISTEN_BACKOFF_FIRST
                 self._fire()  # notices sent before (or while reconnecting) were missed
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                while not stopping.is_set():
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_LISTEN_POLL
+                    )
                     if message is not None:
                         self._notice(message.get("data"))
             except (rex.RedisError, OSError) as exc:
-                self.listening.clear()
                 if not failing:
                     logger.warning("%s; reconnecting", self._error("Stopped listening", exc))
                 failing = True
             finally:
                 self.listening.clear()
-                with anyio.CancelScope(shield=True):
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-            await anyio.sleep(delay)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
             delay = min(delay * 2, _LISTEN_BACKOFF_MAX)
 
     def _notice(self, data: object) -> None:
