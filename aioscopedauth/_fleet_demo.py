@@ -43,6 +43,8 @@ __all__ = ["FleetDemoConfig", "FleetDemoResult", "run_fleet_demo"]
 ACCESS_TTL = timedelta(seconds=2)
 _CLIENT_ID = "demo-client"
 _QUIET = 0.3
+_CALM = 1.0
+"""Seconds after a fault before the next one: faults come one at a time."""
 """Seconds since the last refresh before the embedded server is restarted."""
 _COLUMNS = ("requests", "ok", "failed", "recovered_401s", "refreshes", "adopted")
 
@@ -71,12 +73,16 @@ class FleetDemoConfig:
 class FleetDemoResult:
     """What happened, per host and in total."""
 
-    hosts: list[dict[str, int]] = attrs.Factory(list)
+    hosts: list[dict[str, Any]] = attrs.Factory(list)
     token_refreshes: int = 0
     reuse_answers: int = 0
     revocations: int = 0
     redis_restarts: int = 0
     failures: list[str] = attrs.Factory(list)
+    examples: list[str] = attrs.Factory(list)
+    calm_until: float = 0.0
+    """Faults come one at a time: no revocation before this (monotonic) moment."""
+    last_revocation: float = 0.0
 
     def total(self, column: str) -> int:
         """Sum a column over the hosts."""
@@ -94,17 +100,24 @@ class FleetDemoResult:
 
 
 async def _agent(
-    session: aiohttp.ClientSession, url: str, deadline: float, counts: Counter[str]
+    session: aiohttp.ClientSession,
+    url: str,
+    deadline: float,
+    counts: Counter[str],
+    examples: list[str],
 ) -> None:
     while time.monotonic() < deadline:
         counts["requests"] += 1
         try:
             async with session.get(url) as response:
                 await response.read()
-                ok = response.status == 200  # noqa: PLR2004 -- the status a working request gets
-        except Exception:  # noqa: BLE001 -- every failure is counted
-            ok = False
+                detail = f"HTTP {response.status}"
+        except Exception as exc:  # noqa: BLE001 -- every failure is counted and shown
+            detail = f"{type(exc).__name__}: {exc}"
+        ok = detail == "HTTP 200"
         counts["ok" if ok else "failed"] += 1
+        if not ok and len(examples) < 3:  # noqa: PLR2004 -- a few examples are enough
+            examples.append(detail[:300])
         await asyncio.sleep(random.uniform(0.005, 0.03))  # noqa: S311 -- pacing, not security
 
 
@@ -117,12 +130,13 @@ async def _count_changes(manager: AuthManager, counts: Counter[str]) -> None:
                 counts["adopted"] += 1
 
 
-async def _worker(argv: list[str]) -> dict[str, int]:
+async def _worker(argv: list[str]) -> dict[str, Any]:
     from collections import Counter  # noqa: PLC0415 -- only the worker needs it
 
     url, name, token_url, api_url = argv[:4]
     seconds, agents = float(argv[4]), int(argv[5])
     counts: Counter[str] = Counter()
+    examples: list[str] = []
 
     def on_event(event: RecoveryEvent) -> None:
         if event.outcome == "changed":
@@ -137,37 +151,48 @@ async def _worker(argv: list[str]) -> dict[str, int]:
         async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
             deadline = time.monotonic() + seconds
             await asyncio.gather(
-                *(_agent(session, api_url, deadline, counts) for _ in range(agents))
+                *(_agent(session, api_url, deadline, counts, examples) for _ in range(agents))
             )
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-    return {column: counts[column] for column in _COLUMNS}
+    return {**{column: counts[column] for column in _COLUMNS}, "examples": examples}
 
 
 async def _revoke(server: FakeAuthServer, result: FleetDemoResult, every: float) -> None:
     while True:
         await asyncio.sleep(max(1.0, random.expovariate(1 / every)))
+        while time.monotonic() < result.calm_until:  # noqa: ASYNC110 -- a deadline that moves
+            await asyncio.sleep(0.05)
         server.revoke_access_tokens()
         result.revocations += 1
+        result.last_revocation = time.monotonic()
 
 
 async def _restart_when_quiet(
     redis: RedisServer, server: FakeAuthServer, result: FleetDemoResult, seconds: float
 ) -> None:
-    started = time.monotonic()
-    # Half-way, once the fleet has refreshed (every host has the login in memory by then),
-    # and between two refreshes, not while one commits (the docs say why).
+    while not server.api_hits:  # noqa: ASYNC110 -- the hosts' processes are starting
+        await asyncio.sleep(0.02)
+    started = time.monotonic()  # the hosts' requests began: the run's clock starts
+    await asyncio.sleep(max(0.0, seconds / 2 - _CALM))
+    result.calm_until = float("inf")  # no revocation from now until Redis is back
+    # Once the fleet has refreshed (every host has the login in memory by then), a while after
+    # the last revocation (recovering from it needs Redis), and just after a refresh, long
+    # before the next: a refresh in flight during an outage is the case the docs say is not
+    # guaranteed (its tokens stay in one host's memory until its next refresh).
     while (
-        time.monotonic() - started < seconds / 2
-        or not server.refresh_times
-        or time.monotonic() - server.refresh_times[-1] < _QUIET
+        not server.refresh_times
+        or not _QUIET <= time.monotonic() - server.refresh_times[-1] <= _QUIET * 3
+        or time.monotonic() - result.last_revocation < _CALM
     ):
         if time.monotonic() - started > seconds * 0.8:
+            result.calm_until = 0.0
             return  # too short a run to restart in
         await asyncio.sleep(0.02)
     await asyncio.to_thread(redis.restart)
     result.redis_restarts += 1
+    result.calm_until = time.monotonic() + _CALM
 
 
 async def _run_hosts(
@@ -247,7 +272,8 @@ async def run_fleet_demo(config: FleetDemoConfig, out: TextIO = sys.stdout) -> F
                 await asyncio.to_thread(embedded.stop)
     for host, (code, stdout, stderr) in enumerate(outputs):
         try:
-            counts: dict[str, int] = json.loads(stdout)
+            counts: dict[str, Any] = json.loads(stdout)
+            result.examples.extend(f"host {host}: {e}" for e in counts.pop("examples", []))
         except ValueError:
             tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             result.failures.append(f"host {host} exited {code}: {tail[0][:300]}")
@@ -289,6 +315,7 @@ def _summary(out: TextIO, config: FleetDemoConfig, result: FleetDemoResult) -> N
     width = max(len(name) for name, _ in rows)
     out.writelines(f"  {name:<{width}}  {value:>8}\n" for name, value in rows)
     out.writelines(f"  failure: {failure}\n" for failure in result.failures)
+    out.writelines(f"  example failed request: {example}\n" for example in result.examples[:5])
     verdict = (
         "PASS: every request on every host succeeded and no refresh token was reused"
         if result.passed

@@ -567,7 +567,7 @@ class AuthManager:
             shared.store_changed_again = False
             try:
                 await self.reload()
-            except StorageError as exc:
+            except AuthError as exc:
                 logger.info("Could not reload after the store changed: %s", exc)
             if not shared.store_changed_again:
                 return

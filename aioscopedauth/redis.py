@@ -607,7 +607,8 @@ class RedisAuthStore:
         owner token (a lock that expired and was taken by another host is left to it).
 
         Returns:
-            An async context manager; entering it raises :class:`StorageError` when Redis is
+            An async context manager; entering it raises :class:`~aioscopedauth.StorageError`
+            when Redis is
             unreachable or the lock was not free within ``lock_timeout``.
         """
         return self._held()
