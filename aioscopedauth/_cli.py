@@ -52,12 +52,14 @@ _CANNOT_SEND = (
     "aioscopedauth cannot send requests with this login; use the Codex CLI for it, "
     "or log in with an API key or ChatGPT"
 )
-_STORES = ("file", "keyring", "auto")
+_STORES = ("file", "keyring", "auto", "redis")
 _GLOBAL_DEFAULTS: dict[str, Any] = {
     "home": None,
     "config": None,
     "provider": None,
     "store": "file",
+    "redis_url": None,  # main() reads $AIOSCOPEDAUTH_REDIS_URL
+    "redis_name": "default",
     "verbose": 0,
 }
 # RFC 9110 tokens (methods, header names) and field values (no control character but tab).
@@ -114,8 +116,21 @@ def _global_options() -> argparse.ArgumentParser:
         "--store",
         choices=_STORES,
         default=argparse.SUPPRESS,
-        help="where the login is kept: file (HOME/auth.json, the default), keyring, or auto "
-        "(the keyring, else the file)",
+        help="where the login is kept: file (HOME/auth.json, the default), keyring, auto "
+        "(the keyring, else the file), or redis (--redis-url)",
+    )
+    group.add_argument(
+        "--redis-url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="the fleet's Redis/Valkey, redis[s]://[user:password@]host:port/db "
+        "(default: $AIOSCOPEDAUTH_REDIS_URL); the key, if any, from $AIOSCOPEDAUTH_REDIS_KEY",
+    )
+    group.add_argument(
+        "--redis-name",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="the login's name in Redis (default: default)",
     )
     group.add_argument(
         "-v",
@@ -203,9 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = command("demo", "run the embedded demo on 127.0.0.1")
-    demo.add_argument("--agents", type=_positive_int, default=50, help="concurrent agents (50)")
+    demo.add_argument(
+        "--agents",
+        type=_positive_int,
+        default=None,
+        help="concurrent agents (50; with --hosts: per host, 8)",
+    )
     demo.add_argument("--seconds", type=_positive_float, default=10.0, help="duration (10)")
     demo.add_argument("--seed", type=int, default=None, help="seed the random revocations")
+    demo.add_argument(
+        "--hosts",
+        type=_positive_int,
+        default=None,
+        help="run N host processes sharing one login through Redis (--redis-url, else an "
+        "embedded server); --agents is then per host (default 8)",
+    )
     return parser
 
 
@@ -240,9 +267,32 @@ def _home(args: argparse.Namespace) -> Path:
     return home
 
 
+_OPENED: list[Any] = []
+"""Redis stores this command opened; closed when it ends."""
+
+
+def _redis_store(args: argparse.Namespace) -> AuthStore:
+    from .redis import RedisAuthStore
+
+    if not args.redis_url:
+        msg = "--store redis needs --redis-url URL (or $AIOSCOPEDAUTH_REDIS_URL)"
+        raise UsageError(msg)
+    key_text = os.environ.get("AIOSCOPEDAUTH_REDIS_KEY", "").strip()
+    try:
+        key = bytes.fromhex(key_text) if key_text else None
+    except ValueError:
+        msg = "AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)"
+        raise ConfigError(msg) from None
+    store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
+    _OPENED.append(store)
+    return store
+
+
 def _store(args: argparse.Namespace) -> AuthStore:
     from ._storage import AutoAuthStore, FileAuthStore, KeyringAuthStore
 
+    if args.store == "redis":
+        return _redis_store(args)
     home = _home(args)
     if args.store == "keyring":
         return KeyringAuthStore(home)
@@ -295,6 +345,9 @@ def _where(store: AuthStore) -> str:
         return f"the system keyring, else {store.home / 'auth.json'}"
     if store.kind == "keyring":
         return "the system keyring"
+    where = getattr(store, "where", None)
+    if store.kind == "redis" and where is not None:
+        return f"{where}, name {getattr(store, 'name', 'default')}"
     return store.kind
 
 
@@ -341,6 +394,9 @@ def _store_facts(store: AuthStore) -> dict[str, Any]:
         facts["home"] = str(store.home)
     if isinstance(store, FileAuthStore):
         facts["path"] = str(store.path)
+    if store.kind == "redis":
+        facts["redis"] = getattr(store, "where", None)
+        facts["name"] = getattr(store, "name", None)
     facts["where"] = _where(store)
     return facts
 
@@ -735,9 +791,22 @@ async def _request(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    if args.hosts is not None:
+        from ._fleet_demo import FleetDemoConfig, run_fleet_demo
+
+        fleet = FleetDemoConfig(
+            hosts=args.hosts,
+            agents=args.agents or 8,
+            seconds=args.seconds,
+            redis_url=args.redis_url,
+            seed=args.seed,
+        )
+        return EXIT_OK if (await run_fleet_demo(fleet)).passed else EXIT_AUTH
     from ._demo import DemoConfig, run_demo
 
-    result = await run_demo(DemoConfig(agents=args.agents, seconds=args.seconds, seed=args.seed))
+    result = await run_demo(
+        DemoConfig(agents=args.agents or 50, seconds=args.seconds, seed=args.seed)
+    )
     return EXIT_OK if result.passed else EXIT_AUTH
 
 
@@ -799,7 +868,11 @@ def _logging(verbose: int, *, hold: bool) -> _HeldWarnings | None:
 async def _run(args: argparse.Namespace, held: _HeldWarnings | None) -> int:
     error: str | None = None
     try:
-        return await _COMMANDS[args.func](args)
+        try:
+            return await _COMMANDS[args.func](args)
+        finally:
+            while _OPENED:
+                await _OPENED.pop().aclose()
     except UsageError as exc:
         error = str(exc)
         print(f"aioscopedauth: error: {exc}", file=sys.stderr)
@@ -834,6 +907,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, default in _GLOBAL_DEFAULTS.items():
             if not hasattr(args, name):
                 setattr(args, name, default)
+        if args.redis_url is None:
+            args.redis_url = os.environ.get("AIOSCOPEDAUTH_REDIS_URL")
         held = _logging(args.verbose, hold=args.func != "demo")
         # The command's imports happen inside the event loop: a Ctrl-C there cancels the
         # command like one a second later would, instead of printing a traceback.

@@ -379,10 +379,20 @@ async def _start(config: ProviderAuthCommand) -> _Child:
             child.pipes.append(pipe)
         _watch_exit(popen, collector)
     except BaseException:
+        # Cancelled (or failed) between the spawn and the watch: nothing may outlive the call,
+        # so the child is killed and reaped before the cancellation goes through.
         child.close_pipes()
-        loop.run_in_executor(None, _abandon, popen)
+        await _finish(loop.run_in_executor(None, _abandon, popen))
         raise
     return child
+
+
+async def _finish(work: asyncio.Future[None]) -> None:
+    """Wait for ``work`` even through cancellations (they still end the caller afterwards)."""
+    while not work.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(work)
+    work.result()
 
 
 def _watch_exit(popen: subprocess.Popen[bytes], collector: _Collector) -> None:

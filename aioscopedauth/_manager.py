@@ -59,7 +59,7 @@ from ._recovery import UnauthorizedRecovery
 from ._storage import AuthStore, FileAuthStore, MemoryAuthStore, load_auth_data
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
     from ._oauth import TokenResponse
@@ -206,6 +206,11 @@ class _Shared:
     """Whoami answers by the sha256 of their personal access token: one call per token."""
     identity_lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     subscribers: set[asyncio.Queue[AuthChange | None]] = attrs.Factory(set)
+    watched: bool = False
+    unwatch: Callable[[], Awaitable[None]] | None = None
+    """Stops the store's change notices (stores with the optional ``watch`` method)."""
+    store_reload: asyncio.Task[None] | None = None
+    store_changed_again: bool = False
 
 
 class AuthManager:
@@ -306,6 +311,7 @@ class AuthManager:
         if not self._is_base:
             return
         shared = self._shared
+        await self._stop_watching()
         inflight = shared.inflight
         if inflight is not None and not inflight.task.done():
             with contextlib.suppress(Exception):
@@ -537,6 +543,8 @@ class AuthManager:
     async def _current(self) -> Auth | None:
         self._check_loop()
         shared = self._shared
+        if not shared.watched:
+            self._watch_store()
         if not shared.loaded:
             async with shared.load_lock:
                 if not shared.loaded:
@@ -610,6 +618,8 @@ class AuthManager:
         logger.debug("Reloading auth")
         self._check_loop()
         shared = self._shared
+        if not shared.watched:
+            self._watch_store()
         version = shared.version
         new = await self._load()
         shared.loaded = True
@@ -618,8 +628,52 @@ class AuthManager:
         logger.debug("Reloaded auth, changed: %s", changed)
         return changed
 
+    # -- change notices from the store (optional: stores that offer ``watch``) -------------
+
+    def _watch_store(self) -> None:
+        shared = self._shared
+        shared.watched = True
+        watch = getattr(shared.store, "watch", None)
+        if callable(watch):
+            shared.unwatch = watch(self._store_changed)
+
+    def _store_changed(self) -> None:
+        """The store says another writer changed it: one reload, however many notices."""
+        shared = self._shared
+        if shared.store_reload is not None and not shared.store_reload.done():
+            shared.store_changed_again = True  # the running reload may have read too early
+            return
+        shared.store_reload = asyncio.get_running_loop().create_task(
+            self._reload_after_notices(), name="aioscopedauth-store-changed"
+        )
+
+    async def _reload_after_notices(self) -> None:
+        shared = self._shared
+        while True:
+            shared.store_changed_again = False
+            try:
+                await self.reload()
+            except AuthError as exc:
+                logger.info("Could not reload after the store changed: %s", exc)
+            if not shared.store_changed_again:
+                return
+
+    async def _stop_watching(self) -> None:
+        shared = self._shared
+        unwatch, shared.unwatch = shared.unwatch, None
+        if unwatch is not None:
+            await unwatch()
+        task, shared.store_reload = shared.store_reload, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     def changes(self) -> AuthChanges:
         """Subscribe to changes of auth state (load, reload, refresh, login, logout, workspace).
+
+        With a store that sends change notices (``RedisAuthStore``), a change another host
+        saved arrives here too, as a ``reload``, as soon as the store hears of it.
 
         Returns:
             An async iterator of :class:`AuthChange`, subscribed immediately.

@@ -70,6 +70,13 @@ class AuthStore(Protocol):
     ``lock()`` must serialise refreshes across every process that shares the store (a no-op
     where the store is private to one process) and is held across a token request, so writes
     must not need it.
+
+    Optional: a store that can tell when another process or host changed it offers
+    ``watch(callback) -> stop``: it calls ``callback()`` (no argument, in the event loop; it
+    must not block) after each change written elsewhere, and ``await stop()`` ends that. An
+    :class:`~aioscopedauth.AuthManager` calls it at its first load and answers every burst of
+    calls with one reload, so it adopts new tokens without waiting for a 401
+    (:class:`~aioscopedauth.redis.RedisAuthStore` has it; the file stores do not).
     """
 
     @property

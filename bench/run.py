@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from fleet import bench_fleet, print_fleet
 
 from aioscopedauth import (
     AuthManager,
@@ -457,6 +458,7 @@ def _print(results: dict[str, Any]) -> None:
         f"\n5. Import: aiohttp {i['aiohttp_ms']:.0f} ms, aioscopedauth {i['aioscopedauth_ms']:.0f} "
         f"ms ({i['ratio']:.2f}x, includes aiohttp)"
     )
+    print_fleet(results["fleet"])
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
@@ -466,6 +468,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "bearer_storm": await bench_bearer_storm(args.storm),
         "processes": await bench_processes(args.processes, args.process_requests),
         "import": bench_import(5),
+        "fleet": await bench_fleet(args.fleet_hosts, args.process_requests),
     }
 
 
@@ -478,6 +481,7 @@ def main() -> None:
     parser.add_argument("--storm", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--process-requests", type=int, default=2000)
+    parser.add_argument("--fleet-hosts", type=int, default=16)
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     results = asyncio.run(_main(args))

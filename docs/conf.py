@@ -47,7 +47,7 @@ intersphinx_mapping = {
 # cross-referenced offline; they stay plain text.
 _FOREIGN_MODULES = (
     "aiohttp|anyio|keyring|attr|attrs|contextlib|collections|datetime|pathlib|os|typing|enum"
-    "|asyncio|yarl|itertools|types"
+    "|asyncio|yarl|itertools|types|redis"
 )
 _FOREIGN_NAMES = (
     "Path|Any|Mapping|Callable|AsyncIterator|AbstractAsyncContextManager|datetime|timedelta"

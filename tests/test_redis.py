@@ -1,0 +1,485 @@
+"""RedisAuthStore against a real Redis/Valkey server: the protocol, fencing, propagation, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from aioscopedauth import (
+    AuthDotJson,
+    AuthManager,
+    ConfigError,
+    FileAuthStore,
+    OAuthConfig,
+    StorageError,
+)
+from aioscopedauth.redis import RedisAuthStore
+from aioscopedauth.testing import FakeAuthServer, RedisServer, issued_secrets
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from aioscopedauth import AuthChange, AuthChanges
+    from aioscopedauth.testing.plugin import LeakGuard
+
+Stores = "Callable[..., RedisAuthStore]"
+
+
+async def _next_change(changes: AuthChanges) -> AuthChange:
+    return await asyncio.wait_for(anext(changes), 10)
+
+
+async def _all_keys(url: str) -> list[str]:
+    async with aioredis.from_url(url) as client:
+        return sorted(_b(k).decode() for k in await client.keys("*"))
+
+
+def _b(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _contains_secret(text: str | bytes) -> bool:
+    blob = text if isinstance(text, bytes) else text.encode()
+    return any(secret.encode() in blob for secret in issued_secrets())
+
+
+# -- the AuthStore protocol ---------------------------------------------------------------
+
+
+async def test_save_load_delete_and_key_names(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, redis_name: str
+) -> None:
+    store = redis_stores()
+    assert store.kind == "redis"
+    assert await store.load() is None
+    login = server.login()
+    await store.save(login)
+    assert await redis_stores().load() == login
+    raw = await store.client.hgetall(store.key)
+    assert _b(raw[b"auth.json"]).decode() == login.to_json()  # the same document as auth.json
+    assert raw[b"version"] == b"1"
+    async with store.lock():
+        keys = [k for k in await _all_keys(store.where) if redis_name in k]
+        assert keys == [f"aioscopedauth:{{{redis_name}}}", f"aioscopedauth:{{{redis_name}}}:lock"]
+    assert not any(_contains_secret(k) for k in keys)
+    assert await store.client.exists(store.lock_key) == 0  # released
+    assert await store.delete() is True
+    assert await store.load() is None
+    assert await store.delete() is False
+    assert await store.client.hgetall(store.key) == {
+        b"version": b"2",
+        b"writer": _b(raw[b"writer"])[:-1] + b"2",
+    }
+
+
+async def test_a_login_copies_between_a_file_and_redis_both_ways(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, tmp_path: Path
+) -> None:
+    first, second = FileAuthStore(tmp_path / "a"), FileAuthStore(tmp_path / "b")
+    login = server.login()
+    await first.save(login)
+    store = redis_stores()
+    from_file = await first.load()
+    assert from_file is not None
+    await store.save(from_file)
+    from_redis = await store.load()
+    assert from_redis == login
+    await second.save(from_redis)
+    assert second.path.read_bytes() == first.path.read_bytes()
+
+
+async def test_update_decides_again_on_a_lost_race(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, redis_server: RedisServer
+) -> None:
+    store = redis_stores()
+    first, theirs, ours = server.login(), server.login(), server.login()
+    await store.save(first)
+    rival = redis.Redis.from_url(redis_server.url)
+    seen: list[AuthDotJson | None] = []
+
+    def change(current: AuthDotJson | None) -> AuthDotJson | None:
+        seen.append(current)
+        if len(seen) == 1:  # another host writes between our read and our write
+            rival.hset(store.key, mapping={"version": "2", "auth.json": theirs.to_json()})
+        return ours
+
+    try:
+        result = await store.update(change)
+    finally:
+        rival.close()
+    assert seen == [first, theirs]
+    assert (result.before, result.after, result.written) == (theirs, ours, True)
+    assert await store.client.hget(store.key, "version") == b"3"
+
+
+async def test_keeping_the_stored_login_writes_nothing(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer
+) -> None:
+    store = redis_stores()
+    login = server.login()
+    await store.save(login)
+    result = await store.update(lambda current: current)
+    assert (result.before, result.after, result.written) == (login, login, False)
+    assert await store.client.hget(store.key, "version") == b"1"
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 65, "a{b}", "a:b"])
+def test_bad_names_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="Bad Redis login name"):
+        RedisAuthStore.from_url("redis://127.0.0.1:1/0", name=name)
+
+
+def test_a_bad_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="exactly 32 bytes"):
+        RedisAuthStore.from_url("redis://127.0.0.1:1/0", encryption_key=b"short")
+
+
+async def test_corrupt_or_foreign_data_is_a_storage_error(
+    redis_stores: Callable[..., RedisAuthStore],
+) -> None:
+    store = redis_stores()
+    await store.client.hset(store.key, mapping={"version": "1", "auth.json": "{not json"})
+    with pytest.raises(StorageError, match=r"is not a valid auth\.json"):
+        await store.load()
+    await store.client.delete(store.key)
+    await store.client.hset(store.key, mapping={"foo": "bar"})
+    with pytest.raises(StorageError, match="holds no version"):
+        await store.load()
+
+
+# -- the lock and fencing -----------------------------------------------------------------
+
+
+async def test_a_refresh_whose_lock_expired_never_overwrites_newer_tokens(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, oauth: OAuthConfig
+) -> None:
+    store_a, store_b = redis_stores(), redis_stores()
+    await store_a.save(server.login())
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(_body: object) -> None:
+        held.set()
+        await release.wait()
+
+    server.token_hook = hold
+    async with AuthManager(store_a, oauth) as host_a:
+        await host_a.auth()
+        refresh = asyncio.create_task(host_a.refresh_token())
+        await asyncio.wait_for(held.wait(), 10)
+        # A's lock "expires" (a pause longer than its TTL), B takes it and logs in anew.
+        await store_b.client.delete(store_b.lock_key)
+        newer = server.login()
+        async with store_b.lock():
+            await store_b.save(newer)
+            owner = await store_b.client.get(store_b.lock_key)
+            release.set()
+            assert await asyncio.wait_for(refresh, 10) is True
+            # A's release left B's lock alone (compare-and-delete).
+            assert await store_b.client.get(store_b.lock_key) == owner
+        assert server.refreshes == 1  # A's answer came, and was dropped
+        assert await store_b.load() == newer
+        snapshot = host_a.auth_cached()
+        assert snapshot is not None
+        assert snapshot.data == newer
+    assert await store_b.client.hget(store_b.key, "version") == b"2"
+
+
+async def test_the_lock_is_renewed_while_held(
+    redis_stores: Callable[..., RedisAuthStore],
+) -> None:
+    store = redis_stores(lock_ttl=0.3)
+    other = redis_stores(lock_timeout=0.1)
+    async with store.lock():
+        owner = await store.client.get(store.lock_key)
+        started = time.monotonic()
+        checks = 0
+        while time.monotonic() - started < 1.2:  # four TTLs
+            assert await store.client.get(store.lock_key) == owner
+            checks += 1
+            await asyncio.sleep(0.05)
+        assert checks >= 4
+        with pytest.raises(StorageError, match="another host is refreshing the login"):
+            async with other.lock():
+                pass
+    assert await store.client.exists(store.lock_key) == 0
+
+
+async def test_the_lock_of_a_dead_holder_expires_after_its_ttl(
+    redis_stores: Callable[..., RedisAuthStore],
+) -> None:
+    store = redis_stores()
+    await store.client.set(store.lock_key, "dead-host", px=400)
+    started = time.monotonic()
+    async with store.lock():
+        waited = time.monotonic() - started
+        assert await store.client.get(store.lock_key) != b"dead-host"
+    assert waited >= 0.2  # it waited for the TTL, it did not steal the lock
+
+
+# -- propagation ----------------------------------------------------------------------------
+
+
+async def test_other_hosts_adopt_new_tokens_at_once_without_round_trips(
+    redis_stores: Callable[..., RedisAuthStore],
+    server: FakeAuthServer,
+    oauth: OAuthConfig,
+    redis_server: RedisServer,
+) -> None:
+    store_a, store_b = redis_stores(), redis_stores()
+    await store_a.save(server.login())
+    async with AuthManager(store_a, oauth) as host_a, AuthManager(store_b, oauth) as host_b:
+        first = await host_a.auth()
+        assert await host_b.auth() == first
+        await asyncio.wait_for(store_b.listening.wait(), 10)
+        async with host_b.changes() as changes:
+            assert await host_a.refresh_token() is True
+            change = await _next_change(changes)
+        assert change.reason == "reload"
+        assert change.auth == host_a.auth_cached() != first
+        assert store_b.notices == 1
+        assert server.token_calls == 1
+        # Steady state: auth() is served from memory, no command reaches the server.
+        async with aioredis.from_url(redis_server.url) as probe:
+            before = (await probe.info("stats"))["total_commands_processed"]
+            baseline = (await probe.info("stats"))["total_commands_processed"] - before
+            before = (await probe.info("stats"))["total_commands_processed"]
+            for _ in range(200):
+                assert await host_b.auth() == change.auth
+            after = (await probe.info("stats"))["total_commands_processed"]
+        assert after - before == baseline
+
+
+async def test_a_logout_on_one_host_reaches_the_others(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, oauth: OAuthConfig
+) -> None:
+    store_a, store_b = redis_stores(), redis_stores()
+    await store_a.save(server.login())
+    async with AuthManager(store_a, oauth) as host_a, AuthManager(store_b, oauth) as host_b:
+        await host_a.auth()
+        await host_b.auth()
+        await asyncio.wait_for(store_b.listening.wait(), 10)
+        async with host_b.changes() as changes:
+            assert await host_a.logout() is True
+            change = await _next_change(changes)
+        assert (change.reason, change.auth) == ("reload", None)
+        assert host_b.auth_cached() is None
+
+
+async def test_notices_carry_no_token(
+    redis_stores: Callable[..., RedisAuthStore],
+    server: FakeAuthServer,
+    oauth: OAuthConfig,
+    redis_server: RedisServer,
+) -> None:
+    store = redis_stores()
+    await store.save(server.login(expired=True))
+    async with aioredis.from_url(redis_server.url) as client, client.pubsub() as pubsub:
+        await pubsub.subscribe(store.channel)
+        assert await pubsub.get_message(timeout=5) is not None  # the subscription
+        async with AuthManager(store, oauth) as manager:
+            await manager.auth()  # refreshes and saves
+            await manager.logout()
+        messages = []
+        while (message := await pubsub.get_message(timeout=1)) is not None:
+            messages.append(message["data"])
+    assert len(messages) == 2
+    assert not any(_contains_secret(m) for m in messages)
+    assert messages[0].startswith(b'{"event":"changed","version":2,"writer":"')
+
+
+# -- encryption at rest ---------------------------------------------------------------------
+
+
+async def test_a_sealed_login_is_unreadable_in_redis_and_its_dump(
+    redis_stores: Callable[..., RedisAuthStore],
+    server: FakeAuthServer,
+    redis_server: RedisServer,
+) -> None:
+    key = os.urandom(32)
+    store = redis_stores(encryption_key=key)
+    login = server.login()
+    await store.save(login)
+    assert await redis_stores(encryption_key=key).load() == login
+    raw = await store.client.hgetall(store.key)
+    assert sorted(raw) == [b"sealed", b"version", b"writer"]
+    assert not _contains_secret(b"".join(_b(v) for v in raw.values()))
+    assert "sealed" in repr(store)
+    await store.client.save()
+    assert redis_server.data_dir is not None
+    dump = (redis_server.data_dir / "dump.rdb").read_bytes()
+    assert _b(raw[b"sealed"]) in dump
+    assert not _contains_secret(dump)
+    with pytest.raises(StorageError, match="sealed with another encryption_key"):
+        await redis_stores(encryption_key=os.urandom(32)).load()
+    with pytest.raises(StorageError, match="is encrypted: pass the fleet's encryption_key"):
+        await redis_stores().load()
+
+
+async def test_a_plain_login_is_read_with_a_key_and_sealed_on_the_next_write(
+    redis_stores: Callable[..., RedisAuthStore],
+    server: FakeAuthServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await redis_stores().save(server.login())
+    sealed = redis_stores(encryption_key=os.urandom(32))
+    login = await sealed.load()
+    assert login is not None
+    assert "is not encrypted; the next write seals it" in caplog.text
+    await sealed.save(login)
+    assert sorted(await sealed.client.hgetall(sealed.key)) == [b"sealed", b"version", b"writer"]
+
+
+# -- security: ACL users, TLS, errors -------------------------------------------------------
+
+
+async def test_an_acl_user_from_the_url_works_and_a_wrong_password_is_clear(
+    redis_stores: Callable[..., RedisAuthStore],
+    server: FakeAuthServer,
+    redis_server: RedisServer,
+    redis_name: str,
+    leak_guard: LeakGuard,
+) -> None:
+    password = "CANARY-acl-password-4d2c"
+    leak_guard.plant(password)
+    user = f"fleet-{redis_name}"
+    async with aioredis.from_url(redis_server.url) as admin:
+        await admin.execute_command(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            "ACL", "SETUSER", user, "reset", "on", f">{password}",
+            "~aioscopedauth:*", "&aioscopedauth:*",
+            "+@connection", "+hgetall", "+evalsha", "+eval", "+set", "+subscribe",
+            "+unsubscribe", "+ping", "+client",
+            # what the scripts run:
+            "+hget", "+hset", "+del", "+publish", "+get", "+pexpire",
+        )  # fmt: skip
+        try:
+            host, port = redis_server.url.removeprefix("redis://").split("/")[0].split(":")
+            url = f"redis://{user}:{password}@{host}:{port}/0"
+            store = redis_stores(url)
+            assert password not in repr(store)
+            login = server.login()
+            await store.save(login)
+            assert await store.load() == login
+            async with store.lock():
+                pass
+            listener = asyncio.Event()
+            stop = store.watch(listener.set)
+            await asyncio.wait_for(listener.wait(), 10)  # subscribed
+            await stop()
+            denied = redis_stores(url, prefix="other")
+            with pytest.raises(StorageError, match="refused the credentials or the command"):
+                await denied.save(login)
+            wrong = redis_stores(f"redis://{user}:wrong-{password[::-1]}@{host}:{port}/0")
+            with pytest.raises(StorageError, match="refused the credentials") as caught:
+                await wrong.load()
+            assert password not in str(caught.value)
+        finally:
+            await admin.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]  # same
+
+
+async def test_redis_unreachable_is_a_clear_storage_error(
+    redis_stores: Callable[..., RedisAuthStore], leak_guard: LeakGuard
+) -> None:
+    leak_guard.plant("CANARY-url-password-77")
+    store = redis_stores("redis://me:CANARY-url-password-77@127.0.0.1:1/0")
+    with pytest.raises(StorageError, match=r"Redis at redis://me@127.0.0.1:1/0 is unreachable"):
+        await store.load()
+    with pytest.raises(StorageError, match="is unreachable"):
+        async with store.lock():
+            pass
+    assert "CANARY" not in repr(store)
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+async def _restart(server: RedisServer) -> None:
+    await asyncio.to_thread(server.restart)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+async def test_a_restarted_redis_keeps_the_fleet_logged_in(
+    server: FakeAuthServer, oauth: OAuthConfig, persistent: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with RedisServer(persistent=persistent) as own:
+        async with (
+            RedisAuthStore.from_url(own.url, name="fleet") as store_a,
+            RedisAuthStore.from_url(own.url, name="fleet") as store_b,
+            AuthManager(store_a, oauth) as host_a,
+            AuthManager(store_b, oauth) as host_b,
+        ):
+            await store_a.save(server.login())
+            await host_a.refresh_token()  # version 2
+            await host_b.auth()
+            await asyncio.wait_for(store_b.listening.wait(), 10)
+            cached = host_b.auth_cached()
+            await _restart(own)
+            # While it was down and after: the cached token is served.
+            assert await host_b.auth() == cached
+            # The listener comes back by itself and rereads; the login is there again.
+            await asyncio.wait_for(store_b.listening.wait(), 10)
+            assert await store_a.load() == cached.data if cached else None
+            assert await store_a.client.hget(store_a.key, "version") == b"2"
+            restored = "writing it back" in caplog.text
+            assert restored is not persistent
+            async with host_b.changes() as changes:
+                assert await host_a.refresh_token() is True
+                change = await _next_change(changes)
+            assert change.auth == host_a.auth_cached() != cached
+    assert server.reuse_answers == 0
+    assert server.refreshes == 2
+
+
+async def test_with_redis_down_auth_serves_the_cache_and_a_refresh_fails_clearly(
+    server: FakeAuthServer, oauth: OAuthConfig, own_redis: RedisServer
+) -> None:
+    async with (
+        RedisAuthStore.from_url(own_redis.url) as store,
+        AuthManager(store, oauth) as manager,
+    ):
+        await store.save(server.login())
+        cached = await manager.auth()
+        await asyncio.to_thread(own_redis.kill)
+        assert await manager.auth() == cached
+        with pytest.raises(StorageError, match="is unreachable") as caught:
+            await manager.refresh_token()
+        assert "a refresh works again once Redis is back" in str(caught.value)
+        assert manager.auth_cached() == cached
+        assert server.token_calls == 0  # no refresh token was spent blind
+        await asyncio.to_thread(own_redis.start)
+        assert await manager.refresh_token() is True
+        assert manager.auth_cached() != cached
+    assert server.refreshes == 1
+
+
+async def test_a_redis_restored_from_an_old_dump_gets_the_newest_login_back(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer
+) -> None:
+    store = redis_stores()
+    old, new = server.login(), server.login()
+    await store.save(old)
+    old_fields = await store.client.hgetall(store.key)
+    await store.save(new)
+    await store.client.delete(store.key)
+    await store.client.hset(store.key, mapping={_b(k): _b(v) for k, v in old_fields.items()})
+    assert await redis_stores().load() == old  # a host that never saw version 2
+    assert await store.load() == new
+    assert await store.client.hget(store.key, "version") == b"2"
+
+
+async def test_a_logout_is_not_undone_by_a_lost_marker(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer
+) -> None:
+    store = redis_stores()
+    await store.save(server.login())
+    assert await store.delete() is True
+    await store.client.delete(store.key)  # the server lost everything
+    assert await store.load() is None
+    assert await store.client.exists(store.key) == 0
