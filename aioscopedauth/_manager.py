@@ -157,6 +157,10 @@ class _Failure:
     checked: float = attrs.field(factory=time.monotonic)  # when the store was last looked at
 
 
+class _ReaderGone(Exception):  # noqa: N818 -- a private signal, never raised to a caller
+    """The caller reading the store for everyone was cancelled; a waiting caller reads instead."""
+
+
 @attrs.define(eq=False)
 class _InFlight:
     expected: Auth
@@ -179,7 +183,8 @@ class _Shared:
     loaded: bool = False
     failure: _Failure | None = None
     inflight: _InFlight | None = None
-    loading: asyncio.Task[tuple[Auth | None, int]] | None = None
+    loading: asyncio.Future[tuple[Auth | None, int]] | None = None
+    """The store read under way that concurrent recoveries share (see ``_load_coalesced``)."""
     unsaved: tuple[AuthDotJson, AuthDotJson] | None = None
     """(replaced, refreshed): tokens a refresh got but could not save (a full disk). Until a
     save works, a read that finds the replaced payload gets the refreshed one instead, so a
@@ -798,6 +803,17 @@ class AuthManager:
             and current.account_id == expected_account
         ):
             return True
+        inflight = self._shared.inflight
+        if (
+            rejected is not None
+            and inflight is not None
+            and not inflight.task.done()
+            and inflight.expected == rejected
+        ):
+            # A refresh of this very auth is under way: its guarded re-read, under the refresh
+            # lock, sees whatever this read would (and more recently). Read nothing; the next
+            # step joins that refresh. In a storm of 401s this spares a read per wave.
+            return False
         stored, version = await self._load_coalesced()
         if self._shared.version != version:
             stored = self._shared.snapshot  # changed while we read: newer than what we read
@@ -831,15 +847,31 @@ class AuthManager:
         return await self._refresh(snapshot)
 
     async def _load_coalesced(self) -> tuple[Auth | None, int]:
+        """Read the store once for every caller that asks while a read is under way."""
         shared = self._shared
-        task = shared.loading
-        if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(
-                self._load_versioned(), name="aioscopedauth-load"
-            )
-            task.add_done_callback(_retrieve_exception)
-            shared.loading = task
-        return await asyncio.shield(task)
+        while (pending := shared.loading) is not None and not pending.done():
+            try:
+                return await asyncio.shield(pending)
+            except _ReaderGone:
+                continue  # the caller reading for everyone was cancelled: read again
+        # This caller reads for everyone who asks meanwhile. It reads itself, in its own task,
+        # rather than starting one: each task and shield in between costs a turn of the event
+        # loop, and the first 401 of a storm waits for this read.
+        loading: asyncio.Future[tuple[Auth | None, int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        loading.add_done_callback(_retrieve_exception)
+        shared.loading = loading
+        try:
+            result = await self._load_versioned()
+        except Exception as exc:
+            loading.set_exception(exc)
+            raise
+        except BaseException:
+            loading.set_exception(_ReaderGone())
+            raise
+        loading.set_result(result)
+        return result
 
     async def _load_versioned(self) -> tuple[Auth | None, int]:
         version = self._shared.version
@@ -1192,7 +1224,7 @@ def _put_dropping_oldest(queue: asyncio.Queue[AuthChange | None], item: AuthChan
     queue.put_nowait(item)
 
 
-def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+def _retrieve_exception(task: asyncio.Future[Any]) -> None:
     # Every caller may have been cancelled; mark the result as seen so asyncio does not log
     # "exception was never retrieved" (the error was already raised to whoever was waiting).
     if not task.cancelled():

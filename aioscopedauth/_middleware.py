@@ -251,6 +251,9 @@ class AuthMiddleware:
         changed: bool | None = None,
         step: str | None = None,
     ) -> None:
+        on_event = self._on_event
+        if on_event is None and not logger.isEnabledFor(logging.DEBUG):
+            return  # nobody listens: no URL to build (a storm of 401s passes here per step)
         mode = recovery.mode_name
         name = step or recovery.step_name
         url = _safe_url(request.url)
@@ -263,5 +266,5 @@ class AuthMiddleware:
             request.method,
             url,
         )
-        if self._on_event is not None:
-            self._on_event(RecoveryEvent(mode, name, outcome, changed, request.method, url))
+        if on_event is not None:
+            on_event(RecoveryEvent(mode, name, outcome, changed, request.method, url))
