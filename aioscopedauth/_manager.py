@@ -163,8 +163,36 @@ class _ReaderGone(Exception):  # noqa: N818 -- a private signal, never raised to
 
 @attrs.define(eq=False)
 class _InFlight:
+    """The refresh under way for one rejected snapshot, and the callers waiting for it."""
+
     expected: Auth
     task: asyncio.Task[bool]
+    waiters: list[asyncio.Future[bool]] = attrs.Factory(list)
+
+    def wait(self) -> asyncio.Future[bool]:
+        """Return a future of the refresh's outcome for one caller.
+
+        Cancelling it stops that caller waiting, never the refresh (a spent refresh token is
+        still saved). One future per caller rather than a shield per caller: a storm of 401s
+        parks a thousand callers here, and a shield costs each of them two closures, two
+        contexts and another future to keep alive, hence more garbage collection.
+        """
+        future: asyncio.Future[bool] = self.task.get_loop().create_future()
+        self.waiters.append(future)
+        return future
+
+    def wake(self, task: asyncio.Task[bool]) -> None:
+        """Hand the refresh's outcome to every caller still waiting (the task's done callback)."""
+        waiters, self.waiters = self.waiters, []
+        for future in waiters:
+            if future.done():
+                continue  # that caller was cancelled
+            if task.cancelled():
+                future.cancel()
+            elif (error := task.exception()) is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(task.result())
 
 
 @attrs.define(eq=False)
@@ -933,7 +961,8 @@ class AuthManager:
             raise TransientRefreshError(msg)
         return await self._refresh(snapshot)
 
-    async def _refresh(self, expected: Auth) -> bool:
+    def _refresh(self, expected: Auth) -> asyncio.Future[bool]:
+        """Join (or start) the one refresh of ``expected``; await the returned future."""
         self._check_loop()
         shared = self._shared
         inflight = shared.inflight
@@ -943,10 +972,11 @@ class AuthManager:
             )
             task.add_done_callback(_retrieve_exception)
             inflight = _InFlight(expected, task)
+            task.add_done_callback(inflight.wake)
             shared.inflight = inflight
-        # Shielded: a cancelled caller stops waiting; the refresh itself runs to completion so
-        # a refresh token that was spent is never lost.
-        return await asyncio.shield(inflight.task)
+        # A cancelled caller stops waiting; the refresh itself runs to completion so a refresh
+        # token that was spent is never lost.
+        return inflight.wait()
 
     async def _refresh_locked(self, expected: Auth) -> bool:
         shared = self._shared
