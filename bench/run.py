@@ -287,17 +287,20 @@ async def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
                             peers[name].append(value)
                 scaling: dict[str, Any] = {}
                 for level in args.scaling_concurrency:
+                    # The other levels: half the requests, --scaling-rounds (a shorter run).
+                    level_total = total if level == concurrency else min(total // 2, 2_000 * level)
                     if level == concurrency:
                         samples = main
                     else:
                         samples = await _steady_state(
                             api,
-                            total=min(total, 2_000 * level),
+                            total=level_total,
                             concurrency=level,
-                            rounds=rounds,
+                            rounds=args.scaling_rounds,
                         )
                     scaling[str(level)] = {
-                        "requests_per_round": min(total, 2_000 * level),
+                        "requests_per_round": level_total,
+                        "rounds": len(samples["bare"]),
                         "rps": {name: spread(v) for name, v in samples.items()},
                         "ratio_to_bare": ratio(samples["middleware"], samples["bare"]),
                     }
@@ -348,7 +351,8 @@ def show_overhead(o: dict[str, Any]) -> None:
     for level, s in o["scaling"].items():
         m, b, r = s["rps"]["middleware"], s["rps"]["bare"], s["ratio_to_bare"]
         print(
-            f"   concurrency {level:>4}: bare {fmt(b, 'req/s'):<26} middleware "
+            f"   concurrency {level:>4} ({s['requests_per_round']} x {s['rounds']}): bare "
+            f"{fmt(b, 'req/s'):<26} middleware "
             f"{fmt(m, 'req/s'):<26} ratio {r['of_medians']:.3f} "
             f"[{r['per_round_min']:.3f}-{r['per_round_max']:.3f}]"
         )
