@@ -4,9 +4,9 @@ Concurrency invariants (DESIGN.md, "Rules that every change keeps"):
 
 * Every managed or host-token refresh runs in **one** task per rejected snapshot (the in-flight
   refresh), under the shared ``asyncio.Lock`` and, for stores shared between processes, the
-  store's cross-process ``lock()``. Callers await it through ``asyncio.shield``: a cancelled
-  caller stops waiting, but a refresh token already spent is still saved, so a cancellation can
-  never lose a rotated refresh token.
+  store's cross-process ``lock()``. Each caller awaits a future of its own that the task settles
+  when it ends (a shield, in effect): a cancelled caller stops waiting, but a refresh token
+  already spent is still saved, so a cancellation can never lose a rotated refresh token.
 * Under the lock, a caller whose snapshot was already replaced adopts the new one (no network);
   the store is re-read, and tokens another process wrote are adopted (no network); only then is
   the refresh token spent.
