@@ -4,9 +4,9 @@ Concurrency invariants (DESIGN.md, "Rules that every change keeps"):
 
 * Every managed or host-token refresh runs in **one** task per rejected snapshot (the in-flight
   refresh), under the shared ``asyncio.Lock`` and, for stores shared between processes, the
-  store's cross-process ``lock()``. Callers await it through ``asyncio.shield``: a cancelled
-  caller stops waiting, but a refresh token already spent is still saved, so a cancellation can
-  never lose a rotated refresh token.
+  store's cross-process ``lock()``. Each caller awaits a future of its own that the task settles
+  when it ends (a shield, in effect): a cancelled caller stops waiting, but a refresh token
+  already spent is still saved, so a cancellation can never lose a rotated refresh token.
 * Under the lock, a caller whose snapshot was already replaced adopts the new one (no network);
   the store is re-read, and tokens another process wrote are adopted (no network); only then is
   the refresh token spent.
@@ -157,10 +157,42 @@ class _Failure:
     checked: float = attrs.field(factory=time.monotonic)  # when the store was last looked at
 
 
+class _ReaderGone(Exception):  # noqa: N818 -- a private signal, never raised to a caller
+    """The caller reading the store for everyone was cancelled; a waiting caller reads instead."""
+
+
 @attrs.define(eq=False)
 class _InFlight:
+    """The refresh under way for one rejected snapshot, and the callers waiting for it."""
+
     expected: Auth
     task: asyncio.Task[bool]
+    waiters: list[asyncio.Future[bool]] = attrs.Factory(list)
+
+    def wait(self) -> asyncio.Future[bool]:
+        """Return a future of the refresh's outcome for one caller.
+
+        Cancelling it stops that caller waiting, never the refresh (a spent refresh token is
+        still saved). One future per caller rather than a shield per caller: a storm of 401s
+        parks a thousand callers here, and a shield costs each of them two closures, two
+        contexts and another future to keep alive, hence more garbage collection.
+        """
+        future: asyncio.Future[bool] = self.task.get_loop().create_future()
+        self.waiters.append(future)
+        return future
+
+    def wake(self, task: asyncio.Task[bool]) -> None:
+        """Hand the refresh's outcome to every caller still waiting (the task's done callback)."""
+        waiters, self.waiters = self.waiters, []
+        for future in waiters:
+            if future.done():
+                continue  # that caller was cancelled
+            if task.cancelled():
+                future.cancel()
+            elif (error := task.exception()) is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(task.result())
 
 
 @attrs.define(eq=False)
@@ -179,7 +211,8 @@ class _Shared:
     loaded: bool = False
     failure: _Failure | None = None
     inflight: _InFlight | None = None
-    loading: asyncio.Task[tuple[Auth | None, int]] | None = None
+    loading: asyncio.Future[tuple[Auth | None, int]] | None = None
+    """The store read under way that concurrent recoveries share (see ``_load_coalesced``)."""
     unsaved: tuple[AuthDotJson, AuthDotJson] | None = None
     """(replaced, refreshed): tokens a refresh got but could not save (a full disk). Until a
     save works, a read that finds the replaced payload gets the refreshed one instead, so a
@@ -852,6 +885,17 @@ class AuthManager:
             and current.account_id == expected_account
         ):
             return True
+        inflight = self._shared.inflight
+        if (
+            rejected is not None
+            and inflight is not None
+            and not inflight.task.done()
+            and inflight.expected == rejected
+        ):
+            # A refresh of this very auth is under way: its guarded re-read, under the refresh
+            # lock, sees whatever this read would (and more recently). Read nothing; the next
+            # step joins that refresh. In a storm of 401s this spares a read per wave.
+            return False
         stored, version = await self._load_coalesced()
         if self._shared.version != version:
             stored = self._shared.snapshot  # changed while we read: newer than what we read
@@ -885,15 +929,31 @@ class AuthManager:
         return await self._refresh(snapshot)
 
     async def _load_coalesced(self) -> tuple[Auth | None, int]:
+        """Read the store once for every caller that asks while a read is under way."""
         shared = self._shared
-        task = shared.loading
-        if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(
-                self._load_versioned(), name="aioscopedauth-load"
-            )
-            task.add_done_callback(_retrieve_exception)
-            shared.loading = task
-        return await asyncio.shield(task)
+        while (pending := shared.loading) is not None and not pending.done():
+            try:
+                return await asyncio.shield(pending)
+            except _ReaderGone:
+                continue  # the caller reading for everyone was cancelled: read again
+        # This caller reads for everyone who asks meanwhile. It reads itself, in its own task,
+        # rather than starting one: each task and shield in between costs a turn of the event
+        # loop, and the first 401 of a storm waits for this read.
+        loading: asyncio.Future[tuple[Auth | None, int]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        loading.add_done_callback(_retrieve_exception)
+        shared.loading = loading
+        try:
+            result = await self._load_versioned()
+        except Exception as exc:
+            loading.set_exception(exc)
+            raise
+        except BaseException:
+            loading.set_exception(_ReaderGone())
+            raise
+        loading.set_result(result)
+        return result
 
     async def _load_versioned(self) -> tuple[Auth | None, int]:
         version = self._shared.version
@@ -955,7 +1015,8 @@ class AuthManager:
             raise TransientRefreshError(msg)
         return await self._refresh(snapshot)
 
-    async def _refresh(self, expected: Auth) -> bool:
+    def _refresh(self, expected: Auth) -> asyncio.Future[bool]:
+        """Join (or start) the one refresh of ``expected``; await the returned future."""
         self._check_loop()
         shared = self._shared
         inflight = shared.inflight
@@ -965,10 +1026,11 @@ class AuthManager:
             )
             task.add_done_callback(_retrieve_exception)
             inflight = _InFlight(expected, task)
+            task.add_done_callback(inflight.wake)
             shared.inflight = inflight
-        # Shielded: a cancelled caller stops waiting; the refresh itself runs to completion so
-        # a refresh token that was spent is never lost.
-        return await asyncio.shield(inflight.task)
+        # A cancelled caller stops waiting; the refresh itself runs to completion so a refresh
+        # token that was spent is never lost.
+        return inflight.wait()
 
     async def _refresh_locked(self, expected: Auth) -> bool:
         shared = self._shared
@@ -1246,7 +1308,7 @@ def _put_dropping_oldest(queue: asyncio.Queue[AuthChange | None], item: AuthChan
     queue.put_nowait(item)
 
 
-def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+def _retrieve_exception(task: asyncio.Future[Any]) -> None:
     # Every caller may have been cancelled; mark the result as seen so asyncio does not log
     # "exception was never retrieved" (the error was already raised to whoever was waiting).
     if not task.cancelled():

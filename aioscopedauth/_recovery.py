@@ -71,6 +71,16 @@ class UnauthorizedRecovery:
         rejected: The auth the server rejected; defaults to the manager's cached snapshot.
     """
 
+    # Slots: a storm of 401s keeps a thousand of these alive at once (one object each, no dict).
+    __slots__ = (
+        "_expected_account",
+        "_manager",
+        "_mode",
+        "_refreshable",
+        "_rejected",
+        "_step",
+    )
+
     def __init__(self, manager: AuthManager, rejected: Auth | None = None) -> None:
         """Create the recovery; see the class docstring."""
         self._manager = manager

@@ -21,11 +21,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
-from ._commit import REFRESH_LOCK, CommitResult, codex_commit_locks, file_lock
+from ._commit import (
+    REFRESH_LOCK,
+    CommitResult,
+    codex_commit_locks,
+    commit_locks_if_free,
+    file_lock,
+    run_in_thread,
+)
 from ._errors import AuthDataError, StorageError
 from ._model import AuthDotJson
 from ._paths import user_path
@@ -165,25 +172,7 @@ async def _in_thread(func: Callable[[], _T]) -> _T:
     waits for them. (``anyio.to_thread.run_sync`` gives this only for anyio's own cancel
     scopes, not for ``Task.cancel()``: a cancelled save used to land after a newer one.)
     """
-    call = asyncio.ensure_future(asyncio.to_thread(func))
-    try:
-        return await asyncio.shield(call)
-    except asyncio.CancelledError:
-        await _finish(call)
-        raise
-
-
-async def _finish(call: asyncio.Future[Any]) -> None:
-    call.add_done_callback(_retrieve)
-    while not call.done():
-        # Another cancellation while waiting is delivered by the raise in the caller.
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(call)
-
-
-def _retrieve(call: asyncio.Future[Any]) -> None:
-    if not call.cancelled():
-        call.exception()
+    return await run_in_thread(func)
 
 
 def _ensure_private_dir(directory: Path) -> None:
@@ -462,8 +451,19 @@ class FileAuthStore:
             StorageError: The stored file is unreadable or corrupt (nothing is written), or the
                 new one could not be written (the old one is intact).
         """
+        # The usual case, nobody holding Codex's locks, is one worker-thread call: lock, read,
+        # decide, write, release. Otherwise wait for the locks as every other write does.
+        done = await _in_thread(lambda: self._update_if_unlocked(change))
+        if done is not None:
+            return done
         async with self.commit_locks():
             return await _in_thread(lambda: self._update_now(change))
+
+    def _update_if_unlocked(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult | None:
+        with commit_locks_if_free(self.home) as held:
+            return self._update_now(change) if held else None
 
     def _update_now(
         self, change: Callable[[AuthDotJson | None], AuthDotJson | None]

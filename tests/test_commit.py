@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import stat
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from aioscopedauth import (
     RefreshTokenFailedError,
     StorageError,
 )
-from aioscopedauth._commit import refreshed_payload
+from aioscopedauth._commit import refreshed_payload, run_in_thread
 from aioscopedauth._oauth import ACCOUNT_MISMATCH_MESSAGE
 from aioscopedauth.testing import FakeAuthServer, chatgpt_auth, write_auth_json
 
@@ -150,6 +151,72 @@ async def test_our_refresh_lock_never_blocks_a_write(home: Path) -> None:
         assert await writer.delete() is True
     assert holder.lock_path.name == "aioscopedauth-refresh.lock"
     assert _mode(holder.lock_path) == 0o600
+
+
+async def test_update_holds_both_codex_locks_while_it_decides(home: Path) -> None:
+    # The fast path (both locks free) takes them in one worker-thread call; it must still hold
+    # them, in Codex's order, while it reads, decides and writes.
+    write_auth_json(home, AuthDotJson.for_api_key("sk-before"))
+    held: list[str] = []
+
+    def change(current: AuthDotJson | None) -> AuthDotJson | None:
+        for name in ("auth.lock", "auth.json.lock"):
+            fd = os.open(home / name, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(name)
+            finally:
+                os.close(fd)
+        return AuthDotJson.for_api_key("sk-after") if current is not None else None
+
+    result = await FileAuthStore(home).update(change)
+    assert held == ["auth.lock", "auth.json.lock"]
+    assert result.written is True
+    assert await FileAuthStore(home).load() == AuthDotJson.for_api_key("sk-after")
+    for name in ("auth.lock", "auth.json.lock"):  # released afterwards
+        fd = os.open(home / name, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+
+
+async def test_a_cancelled_thread_call_finishes_before_the_cancellation_lands() -> None:
+    started, release = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+    finished: list[str] = []
+
+    def work() -> str:
+        loop.call_soon_threadsafe(started.set)
+        release.wait(10)
+        finished.append("done")
+        return "result"
+
+    discarded: list[str] = []
+    call = asyncio.create_task(run_in_thread(work, discard=discarded.append))
+    await started.wait()
+    call.cancel()
+    await asyncio.sleep(0.05)
+    assert not call.done()  # still waiting for the thread
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert finished == ["done"]
+    assert discarded == ["result"]  # handed to discard, never lost
+
+
+async def test_a_thread_call_cancelled_before_it_starts_never_runs() -> None:
+    ran: list[int] = []
+    call = asyncio.create_task(run_in_thread(lambda: ran.append(1)))
+    await asyncio.sleep(0)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.05)
+    # Either it had started (and finished before the cancellation landed) or it never runs.
+    assert ran in ([], [1])
+    assert await run_in_thread(lambda: 42) == 42
 
 
 async def test_update_keeps_the_stored_payload_when_change_returns_it(home: Path) -> None:

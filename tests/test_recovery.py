@@ -8,6 +8,7 @@ import pytest
 from aioscopedauth import (
     AuthDotJson,
     AuthManager,
+    FileAuthStore,
     RecoveryStep,
     RefreshFailureReason,
     RefreshTokenFailedError,
@@ -168,3 +169,58 @@ async def test_concurrent_recoveries_of_one_token_refresh_once(
     results = await asyncio.gather(*(recover() for _ in range(100)))
     assert server.token_calls == 1
     assert all(steps[-1].auth_state_changed for steps in results)
+
+
+async def test_recoveries_arriving_during_a_refresh_join_it_without_reading(
+    home: Path, manager: AuthManager, server: FakeAuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A storm of 401s comes in waves; a wave that finds a refresh of its rejected auth already
+    # in flight must not read the store again (the refresh's guarded re-read covers it).
+    write_auth_json(home, server.login())
+    rejected = await manager.auth()
+    server.revoke_access_tokens()
+    reads = 0
+    load = FileAuthStore.load
+
+    async def counting_load(self: FileAuthStore) -> AuthDotJson | None:
+        nonlocal reads
+        reads += 1
+        return await load(self)
+
+    monkeypatch.setattr(FileAuthStore, "load", counting_load)
+    server.token_gate = asyncio.Event()
+
+    async def recover() -> list[RecoveryStep]:
+        return [s async for s in manager.unauthorized_recovery(rejected)]
+
+    first = asyncio.create_task(recover())
+    await server.token_request_seen.wait()
+    before = reads
+    later = [asyncio.create_task(recover()) for _ in range(50)]
+    await asyncio.sleep(0.05)
+    assert reads == before  # the later wave read nothing
+    server.token_gate.set()
+    results = await asyncio.gather(first, *later)
+    assert server.token_calls == 1
+    assert all(steps[-1].auth_state_changed for steps in results)
+    assert manager.auth_cached() != rejected
+    assert await FileAuthStore(home).load() == manager.auth_cached().data  # type: ignore[union-attr]
+
+
+async def test_a_cancelled_reader_does_not_strand_the_recoveries_sharing_its_read(
+    home: Path, manager: AuthManager, server: FakeAuthServer
+) -> None:
+    write_auth_json(home, server.login())
+    rejected = await manager.auth()
+    assert rejected is not None
+    reader = asyncio.create_task(manager.reload_if_account_matches(rejected.account_id, None))
+    await asyncio.sleep(0)  # the reader has started the shared read
+    sharing = [
+        asyncio.create_task(manager.reload_if_account_matches(rejected.account_id, None))
+        for _ in range(5)
+    ]
+    await asyncio.sleep(0)
+    reader.cancel()
+    assert await asyncio.gather(*sharing) == [False] * 5  # they read again and finished
+    with pytest.raises(asyncio.CancelledError):
+        await reader
