@@ -699,8 +699,9 @@ class AuthManager:
         task, shared.store_reload = shared.store_reload, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Waited for, not awaited: `await task` raises the CancelledError of the task, and
+            # suppressing that would also swallow a cancellation of our own caller.
+            await asyncio.wait({task})
 
     def changes(self) -> AuthChanges:
         """Subscribe to changes of auth state (load, reload, refresh, login, logout, workspace).

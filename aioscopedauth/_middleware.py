@@ -158,6 +158,9 @@ class AuthMiddleware:
       request that already carries ``Authorization`` is left alone.
     * On a 401 it steps the manager's recovery (taking the next step at once when a step
       changed nothing, instead of re-sending a rejected token) and retries with the new auth.
+      Requests of the same burst that are still waiting for a connection then go out with the
+      new auth instead of each earning a 401 (their headers are replaced before aiohttp
+      writes them; a middleware placed after this one has already seen the old ones).
       When the recovery is exhausted the caller gets the last 401, readable in full. A
       permanent refresh failure raises :class:`RefreshTokenFailedError`; a transient one
       raises :class:`TransientRefreshError`.
@@ -198,6 +201,10 @@ class AuthMiddleware:
         self._on_event = on_event
         self._cached_headers: tuple[Auth | None, dict[str, str]] = (None, {})
         self._said_no_login = False
+        self._sending: dict[ClientRequest, Auth] = {}
+        """Requests in their first send (maybe still waiting for a connection), by the auth
+        their headers carry now."""
+        self._last_swap: tuple[Auth, Auth] | None = None
 
     @property
     def manager(self) -> AuthManager:
@@ -244,10 +251,37 @@ class AuthMiddleware:
             return await handler(request)
         # The hot path: every request passes here, so nothing is built unless a 401 comes.
         request.headers.update(self._headers(auth))
-        response = await handler(request)
+        sending = self._sending
+        sending[request] = auth
+        try:
+            response = await handler(request)
+        finally:
+            del sending[request]
         if response.status != _UNAUTHORIZED:
             return response
+        # `auth` may not be what went out (see _swap_waiting), but it was rejected: recovering
+        # from it adopts the newer auth at once, and only a 401 to that one refreshes again.
         return await self._recover_and_retry(request, handler, auth, response)
+
+    def _swap_waiting(self, rejected: Auth, new: Auth) -> None:
+        """Give the requests not sent yet ``new`` instead of the rejected auth.
+
+        A burst of requests waits for the connector's free connections with its headers set.
+        When the first 401 brings new auth, those that have not gone out yet would each earn a
+        401 of their own and a retry: their headers are replaced instead (aiohttp writes the
+        headers the moment it has a connection, with nothing awaited in between, so a request
+        goes out with either auth, whole). Requests already sent keep theirs; a 401 to one of
+        them recovers from ``rejected`` as before. Runs once per rejected auth, not per 401.
+        """
+        last = self._last_swap
+        if last is not None and last[0] is rejected and last[1] is new:
+            return
+        self._last_swap = (rejected, new)
+        sending = self._sending
+        for request, carried in sending.items():
+            if carried is rejected:
+                self._apply(request, new, rejected)
+                sending[request] = new
 
     def _say_no_login(self, request: ClientRequest) -> None:
         # Once per middleware: a request sent without credentials is otherwise silent. A
@@ -328,6 +362,8 @@ class AuthMiddleware:
             if not buffered:
                 # Never read a body we are discarding: drop its connection instead.
                 response.close()
+            if previous is None:
+                self._swap_waiting(auth, new_auth)
             previous, auth = auth, new_auth
             self._apply(request, auth, previous)
             response = await handler(request)

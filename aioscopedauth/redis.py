@@ -39,7 +39,6 @@ import time
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-import anyio
 import attrs
 
 from ._commit import CommitResult
@@ -47,7 +46,7 @@ from ._errors import AuthDataError, ConfigError, StorageError
 from ._model import AuthDotJson
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
     from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
@@ -171,6 +170,11 @@ class RedisAuthStore:
             the others wait this long.
         lock_timeout: Seconds to wait for the refresh lock before giving up with a
             :class:`~aioscopedauth.StorageError`.
+        command_timeout: Seconds each command to the server may take (sending it and reading
+            its answer) before it fails with a :class:`~aioscopedauth.StorageError`; ``None``
+            for no limit. The store applies it itself, so the client needs no
+            ``socket_timeout`` (see :meth:`from_url` for why it should have none on
+            Python 3.11).
         owns_client: Close ``client`` in :meth:`aclose` (set by :meth:`from_url`).
         where: How messages name the server (set by :meth:`from_url`; never a password).
 
@@ -184,6 +188,7 @@ class RedisAuthStore:
     prefix: str = attrs.field(default="aioscopedauth", kw_only=True)
     lock_ttl: float = attrs.field(default=60.0, kw_only=True)
     lock_timeout: float = attrs.field(default=120.0, kw_only=True)
+    command_timeout: float | None = attrs.field(default=5.0, kw_only=True)
     owns_client: bool = attrs.field(default=False, kw_only=True)
     where: str = attrs.field(default="", kw_only=True)
 
@@ -195,6 +200,8 @@ class RedisAuthStore:
     _stopping: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
     _aead: Any = attrs.field(default=None, init=False, repr=False)
     _warned_plain: bool = attrs.field(default=False, init=False, repr=False)
+    _background: set[asyncio.Task[None]] = attrs.field(factory=set, init=False, repr=False)
+    """Lock releases that outlive a cancelled caller (kept here so they are not collected)."""
     listening: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
     """Set while the change listener is subscribed (cleared while it reconnects)."""
     notices: int = attrs.field(default=0, init=False)
@@ -213,6 +220,9 @@ class RedisAuthStore:
             raise ConfigError(msg)
         if not self.lock_ttl > 0 or not self.lock_timeout > 0:
             msg = "lock_ttl and lock_timeout must be positive numbers of seconds."
+            raise ConfigError(msg)
+        if self.command_timeout is not None and not self.command_timeout > 0:
+            msg = "command_timeout must be a positive number of seconds, or None for no limit."
             raise ConfigError(msg)
         if self.encryption_key is not None:
             try:
@@ -250,15 +260,24 @@ class RedisAuthStore:
         prefix: str = "aioscopedauth",
         lock_ttl: float = 60.0,
         lock_timeout: float = 120.0,
+        command_timeout: float | None = 5.0,
         **client_options: Any,  # noqa: ANN401 -- passed through to redis.asyncio.from_url
     ) -> RedisAuthStore:
         """Create a store with its own client for ``url``.
 
         ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS (certificate options
         as URL query parameters, e.g. ``?ssl_ca_certs=/path/ca.pem``) and ``unix://`` work as
-        in ``redis.asyncio.from_url``; an ACL user and password go in the URL. Socket timeouts
-        default to 5 s, and a command that fails on a broken connection is retried once at
-        once, on a new connection (no backoff: the library decides what to do next).
+        in ``redis.asyncio.from_url``; an ACL user and password go in the URL. Connecting may
+        take 5 s and each command ``command_timeout``; a command that fails on a broken
+        connection is retried once at once, on a new connection (no backoff: the library
+        decides what to do next).
+
+        The client gets no ``socket_timeout`` (a ``socket_timeout`` given here becomes
+        ``command_timeout``): with one, redis-py sends every command inside
+        ``asyncio.wait_for``, which on Python 3.11 can lose a cancellation that lands as the
+        send completes (CPython issue 86296, fixed in 3.12), and a task that was told to stop
+        would go on. The store's own timeout has no such gap. A client you create yourself
+        keeps what you gave it.
 
         Args:
             url: The server's URL.
@@ -267,6 +286,7 @@ class RedisAuthStore:
             prefix: See the class.
             lock_ttl: See the class.
             lock_timeout: See the class.
+            command_timeout: See the class.
             **client_options: More options for ``redis.asyncio.from_url``.
 
         Returns:
@@ -282,7 +302,7 @@ class RedisAuthStore:
         except ImportError:
             msg = "RedisAuthStore needs the redis package: pip install 'aioscopedauth[redis]'."
             raise ConfigError(msg) from None
-        client_options.setdefault("socket_timeout", 5.0)
+        command_timeout = client_options.pop("socket_timeout", command_timeout)
         client_options.setdefault("socket_connect_timeout", 5.0)
         client_options.setdefault("socket_keepalive", True)
         # One immediate retry: a pooled connection that a server restart closed is replaced.
@@ -303,6 +323,7 @@ class RedisAuthStore:
             prefix=prefix,
             lock_ttl=lock_ttl,
             lock_timeout=lock_timeout,
+            command_timeout=command_timeout,
             owns_client=True,
             where=where,
         )
@@ -340,6 +361,9 @@ class RedisAuthStore:
         """Stop listening for changes and close the client if this store created it."""
         self._callbacks.clear()
         await self._stop_listener()
+        if self._background:
+            # Lock releases of cancelled callers: each ends within one command.
+            await asyncio.wait(set(self._background))
         if self.owns_client:
             await self.client.aclose()
 
@@ -374,7 +398,11 @@ class RedisAuthStore:
                 f"(it needs the keys {self.prefix}:* and the channel {self.channel})."
             )
         elif isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError):
-            detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+            detail = (
+                f"no answer within {self.command_timeout:g} s"
+                if type(exc) is TimeoutError and self.command_timeout is not None
+                else f"{type(exc).__name__}: {str(exc)[:200]}"
+            )
             msg = (
                 f"{what}: Redis at {self.where} is unreachable ({detail}). Requests keep "
                 "using the cached token while it is valid; a refresh works again once Redis "
@@ -389,7 +417,8 @@ class RedisAuthStore:
         import redis.exceptions as rex  # noqa: PLC0415 -- optional extra
 
         try:
-            return await command
+            async with asyncio.timeout(self.command_timeout):
+                return await command
         except (rex.RedisError, OSError) as exc:
             raise self._error(what, exc) from None
 
@@ -398,11 +427,12 @@ class RedisAuthStore:
 
         sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         try:
-            try:
-                return await self.client.evalsha(sha, len(keys), *keys, *args)
-            except rex.NoScriptError:
-                # A restarted server forgot its scripts; EVAL runs it and caches it again.
-                return await self.client.eval(script, len(keys), *keys, *args)
+            async with asyncio.timeout(self.command_timeout):
+                try:
+                    return await self.client.evalsha(sha, len(keys), *keys, *args)
+                except rex.NoScriptError:
+                    # A restarted server forgot its scripts; EVAL runs it and caches it again.
+                    return await self.client.eval(script, len(keys), *keys, *args)
         except (rex.RedisError, OSError) as exc:
             raise self._error(what, exc) from None
 
@@ -617,19 +647,47 @@ class RedisAuthStore:
     async def _held(self) -> AsyncIterator[None]:
         owner = secrets.token_hex(16)
         ttl_ms = max(1, int(self.lock_ttl * 1000))
+        await self._acquire(owner, ttl_ms)
+        stop = asyncio.Event()
+        renewer = asyncio.get_running_loop().create_task(
+            self._renew(owner, ttl_ms, stop), name="aioscopedauth-redis-lock-renewal"
+        )
+        try:
+            yield
+        finally:
+            # The renewer is asked to stop, never cancelled: a cancellation that a client with
+            # a socket_timeout loses on Python 3.11 (see from_url) would leave it renewing the
+            # lock for ever, and every host waiting for it. The release runs in a task of its
+            # own so that a caller cancelled here still leaves the lock free.
+            stop.set()
+            await asyncio.shield(self._in_background(self._release(owner, renewer)))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, name="aioscopedauth-redis-unlock")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _acquire(self, owner: str, ttl_ms: int) -> None:
         deadline = time.monotonic() + self.lock_timeout
         delay = _LOCK_POLL_FIRST
         while True:
-            # Shielded: a caller cancelled after the server set the lock must still release it.
-            with anyio.CancelScope(shield=True):
-                got = await self._script(
+            attempt = asyncio.get_running_loop().create_task(
+                self._script(
                     "Could not take the refresh lock",
                     _ACQUIRE_SCRIPT,
                     [self.lock_key],
                     [owner, ttl_ms],
                 )
+            )
+            try:
+                got = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                # The server may set the lock after the caller is gone: free it then.
+                self._in_background(self._release_after(attempt, owner))
+                raise
             if int(got):
-                break
+                return
             if time.monotonic() >= deadline:
                 msg = (
                     f"Timed out after {self.lock_timeout:g} s waiting for the refresh lock "
@@ -637,31 +695,35 @@ class RedisAuthStore:
                     "Try again."
                 )
                 raise StorageError(msg)
-            await anyio.sleep(delay)
+            await asyncio.sleep(delay)
             delay = min(delay * 2, _LOCK_POLL_MAX)
-        renewer = asyncio.get_running_loop().create_task(
-            self._renew(owner, ttl_ms), name="aioscopedauth-redis-lock-renewal"
-        )
-        try:
-            yield
-        finally:
-            renewer.cancel()
-            with anyio.CancelScope(shield=True):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewer
-                try:
-                    await self._script(
-                        "Could not release the refresh lock",
-                        _RELEASE_SCRIPT,
-                        [self.lock_key],
-                        [owner],
-                    )
-                except StorageError as exc:
-                    logger.warning("%s; it expires by itself after its TTL", exc)
 
-    async def _renew(self, owner: str, ttl_ms: int) -> None:
+    async def _release_after(self, attempt: asyncio.Task[Any], owner: str) -> None:
+        await asyncio.wait({attempt})
+        if not attempt.cancelled() and attempt.exception() is None:
+            await self._release(owner, None)
+
+    async def _release(self, owner: str, renewer: asyncio.Task[None] | None) -> None:
+        if renewer is not None:
+            # It sees the stop flag within one command (bounded by command_timeout).
+            limit = None if self.command_timeout is None else self.command_timeout + 1
+            await asyncio.wait({renewer}, timeout=limit)
+            if not renewer.done():
+                renewer.cancel()  # a client without timeouts: renewing now is harmless
+        try:
+            await self._script(
+                "Could not release the refresh lock", _RELEASE_SCRIPT, [self.lock_key], [owner]
+            )
+        except StorageError as exc:
+            logger.warning("%s; it expires by itself after its TTL", exc)
+
+    async def _renew(self, owner: str, ttl_ms: int, stop: asyncio.Event) -> None:
         while True:
-            await anyio.sleep(ttl_ms / 3000)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ttl_ms / 3000):
+                    await stop.wait()
+            if stop.is_set():
+                return
             try:
                 kept = await self._script(
                     "Could not renew the refresh lock",
@@ -672,7 +734,7 @@ class RedisAuthStore:
             except StorageError as exc:
                 logger.info("%s; trying again", exc)
                 continue
-            if not int(kept):
+            if not int(kept) and not stop.is_set():
                 logger.warning(
                     "The refresh lock %s expired while held (a pause longer than %g s?); the "
                     "compare-and-swap still keeps any newer tokens safe",
@@ -715,8 +777,9 @@ class RedisAuthStore:
         listener, self._listener = self._listener, None
         if listener is None or listener.done():
             return
-        # Asked, not cancelled: redis-py can swallow a cancellation that lands in a read with
-        # a timeout and go on waiting. The loop looks at the flag at least every poll.
+        # Asked, not cancelled: a client with a socket_timeout can lose a cancellation on
+        # Python 3.11 (see from_url) and go on listening. The loop looks at the flag at least
+        # every poll.
         self._stopping.set()
         done, _ = await asyncio.wait({listener}, timeout=_STOP_WAIT)
         if not done:
@@ -740,7 +803,8 @@ class RedisAuthStore:
         while not stopping.is_set():
             pubsub = self.client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                async with asyncio.timeout(self.command_timeout):
+                    await pubsub.subscribe(self.channel)
                 # Wait for the confirmation: only then are later notices sure to arrive.
                 while await pubsub.get_message(timeout=_LISTEN_POLL) is None:
                     if stopping.is_set():

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from aioscopedauth import (
@@ -24,6 +25,7 @@ from aioscopedauth import (
 from aioscopedauth.testing import (
     FakeAuthServer,
     TokenFailure,
+    serve_on_loopback,
     write_auth_json,
     write_token_script,
 )
@@ -101,6 +103,47 @@ async def test_1000_concurrent_requests_after_a_revoke(
     assert [status for status, _ in results] == [200] * 1000
     assert server.token_calls == 1
     assert server.api_hits - hits_before <= 2000
+
+
+async def test_requests_still_waiting_for_a_connection_go_out_with_the_new_token(
+    home: Path, manager: AuthManager, server: FakeAuthServer
+) -> None:
+    # One connection: the other requests of the burst wait for it with their headers set.
+    # A rejected token earns a 401 whose body is too large to buffer (8 MiB: aiohttp stops
+    # reading it), so the connection stays taken until the recovery is done; then the waiting
+    # requests must carry the new token instead of each earning a 401 of its own.
+    login = server.login()
+    write_auth_json(home, login)
+    assert login.tokens is not None
+    stale = f"Bearer {login.tokens.access_token}"
+    carried: list[str] = []
+
+    async def api(request: web.Request) -> web.Response:
+        bearer = request.headers.get("Authorization", "")
+        carried.append(bearer)
+        if not server.is_valid_access_token(bearer.removeprefix("Bearer ")):
+            return web.Response(status=401, body=b"x" * (8 * 1024 * 1024))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/api/{n}", api)
+    runner, url = await serve_on_loopback(app)
+    middleware = AuthMiddleware(manager)
+    try:
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector, middlewares=(middleware,)) as s:
+            assert (await _get(s, f"{url}/api/warm"))[0] == 200
+            server.revoke_access_tokens()
+            carried.clear()
+            results = await asyncio.gather(*(_get(s, f"{url}/api/{i}") for i in range(10)))
+    finally:
+        await runner.cleanup()
+    assert [status for status, _ in results] == [200] * 10
+    assert server.token_calls == 1
+    # The first request's 401 and its retry, then nine requests with the new token at once.
+    assert carried.count(stale) == 1
+    assert len(carried) == 11
+    assert len(set(carried) - {stale}) == 1
 
 
 async def test_managed_request_is_sent_at_most_three_times(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -19,7 +20,7 @@ from aioscopedauth import (
     OAuthConfig,
     StorageError,
 )
-from aioscopedauth.redis import RedisAuthStore
+from aioscopedauth.redis import _ACQUIRE_SCRIPT, _RENEW_SCRIPT, RedisAuthStore
 from aioscopedauth.testing import FakeAuthServer, RedisServer, issued_secrets
 
 if TYPE_CHECKING:
@@ -222,6 +223,129 @@ async def test_the_lock_of_a_dead_holder_expires_after_its_ttl(
         waited = time.monotonic() - started
         assert await store.client.get(store.lock_key) != b"dead-host"
     assert waited >= 0.2  # it waited for the TTL, it did not steal the lock
+
+
+class _Gated(aioredis.Redis):
+    """A real client that can hold one script's answer back, and lose a cancellation there.
+
+    The script runs on the server at once; its answer is held until ``proceed`` is set, as if
+    it were still on the wire. Losing a cancellation stands in for redis-py with a
+    ``socket_timeout`` on Python 3.11, whose ``asyncio.wait_for`` around a send drops a
+    cancellation that lands as the send completes (CPython issue 86296): nothing real does
+    that on 3.12 and later, and the window is too narrow to hit on purpose. Everything else
+    is the real client and server.
+    """
+
+    def __init__(self, url: str, script: str) -> None:
+        super().__init__(connection_pool=aioredis.ConnectionPool.from_url(url))
+        sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+        self.commands = {("EVALSHA", sha), ("EVAL", script)}  # EVAL: the server's first time
+        self.answered = asyncio.Event()
+        self.proceed = asyncio.Event()
+        self.lose_cancellation = False
+        self.lost = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        answer = await super().execute_command(*args, **options)
+        if args[:2] in self.commands and not self.proceed.is_set():
+            self.answered.set()
+            try:
+                await self.proceed.wait()
+            except asyncio.CancelledError:
+                if not self.lose_cancellation:
+                    raise
+                self.lost += 1
+                await self.proceed.wait()
+        return answer
+
+
+def _renewals() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == "aioscopedauth-redis-lock-renewal"]
+
+
+async def test_leaving_the_lock_stops_its_renewal_even_where_a_cancellation_is_lost(
+    redis_server: RedisServer, redis_name: str
+) -> None:
+    client = _Gated(redis_server.url, _RENEW_SCRIPT)
+    client.lose_cancellation = True
+    store = RedisAuthStore(client, name=redis_name, lock_ttl=0.06)
+
+    async def hold() -> None:
+        async with store.lock():
+            await client.answered.wait()  # a renewal's answer is on its way back
+
+    holder = asyncio.create_task(hold())
+    try:
+        await client.answered.wait()
+        await asyncio.sleep(0)  # the holder leaves the lock while the renewal is in flight
+        client.proceed.set()
+        # It used to cancel the renewal, whose lost cancellation left it renewing the lock
+        # for ever (and every other host waiting for it): a hang, so fail instead.
+        await asyncio.wait_for(holder, 10)
+        async with aioredis.from_url(redis_server.url) as probe:
+            assert await probe.exists(store.lock_key) == 0
+        assert _renewals() == []
+        assert client.lost == 0  # asked to stop, never cancelled
+    finally:
+        holder.cancel()
+        await store.aclose()
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_a_caller_cancelled_while_taking_the_lock_leaves_it_free(
+    redis_server: RedisServer, redis_name: str
+) -> None:
+    client = _Gated(redis_server.url, _ACQUIRE_SCRIPT)
+    store = RedisAuthStore(client, name=redis_name, lock_ttl=60)
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with store.lock():
+            entered.set()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await client.answered.wait()  # the server set the lock; the answer is not back yet
+        holder.cancel()
+        await asyncio.wait({holder})
+        assert holder.cancelled()
+        assert not entered.is_set()
+        async with aioredis.from_url(redis_server.url) as probe:
+            assert await probe.exists(store.lock_key) == 1  # taken, for a caller now gone
+            client.proceed.set()
+            await store.aclose()  # waits for the release the cancelled caller left behind
+            # Freed at once, not after its 60 s TTL.
+            assert await probe.exists(store.lock_key) == 0
+    finally:
+        await store.aclose()
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_a_command_that_gets_no_answer_fails_after_command_timeout(
+    redis_server: RedisServer, redis_name: str
+) -> None:
+    client = _Gated(redis_server.url, _ACQUIRE_SCRIPT)  # never told to proceed
+    store = RedisAuthStore(client, name=redis_name, command_timeout=0.2)
+    try:
+        with pytest.raises(
+            StorageError, match=r"Could not take the refresh lock: .*\(no answer within 0.2 s\)"
+        ):
+            async with store.lock():
+                pass
+    finally:
+        await store.aclose()
+        await client.aclose(close_connection_pool=True)
+
+
+def test_from_url_gives_the_client_no_socket_timeout(redis_server: RedisServer) -> None:
+    store = RedisAuthStore.from_url(redis_server.url, socket_timeout=2.5)
+    options = store.client.connection_pool.connection_kwargs
+    assert options.get("socket_timeout") is None
+    assert options["socket_connect_timeout"] == 5.0
+    assert store.command_timeout == 2.5
+    assert RedisAuthStore.from_url(redis_server.url).command_timeout == 5.0
+    with pytest.raises(ConfigError, match="command_timeout must be a positive number"):
+        RedisAuthStore.from_url(redis_server.url, command_timeout=0)
 
 
 # -- propagation ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ plugin import. Timings are measured by bench/startup.py, never asserted here."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -34,6 +35,50 @@ def test_the_cli_answers_version_and_help_without_aiohttp_or_the_demo(args: list
     out, modules = _modules(_MODULES_AFTER, *args)
     assert "aioscopedauth" in out
     assert sorted(m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY) == []
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["-h"]])
+def test_version_and_help_do_not_even_import_the_command_line(args: list[str]) -> None:
+    out, modules = _modules(_MODULES_AFTER, *args)
+    assert out.startswith(("aioscopedauth 0.", "usage: aioscopedauth"))
+    assert not {"argparse", "logging", "aioscopedauth._cli", "aioscopedauth._errors"} & modules
+
+
+@pytest.mark.parametrize("columns", ["80", "132", None])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_the_fast_help_is_what_argparse_prints_at_80_columns(
+    columns: str | None, flag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aioscopedauth._cli import build_parser  # noqa: PLC0415 -- after COLUMNS is set
+    from aioscopedauth._launch import HELP  # noqa: PLC0415 -- beside it
+
+    monkeypatch.setenv("COLUMNS", "80")
+    argparse_help = build_parser().format_help()
+    # If this fails, the command line changed: copy its new help into _launch.HELP.
+    assert argparse_help == HELP, argparse_help
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns is not None:
+        env["COLUMNS"] = columns  # None: no COLUMNS and no terminal, argparse's 80
+    shown = subprocess.run(
+        [sys.executable, "-m", "aioscopedauth", flag],
+        capture_output=True, text=True, check=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert shown.stdout == HELP
+    assert shown.stderr == ""
+
+
+def test_a_narrow_terminal_gets_argparse_s_own_wrapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aioscopedauth._cli import build_parser  # noqa: PLC0415 -- after COLUMNS is set
+    from aioscopedauth._launch import HELP  # noqa: PLC0415 -- beside it
+
+    monkeypatch.setenv("COLUMNS", "60")
+    narrow = build_parser().format_help()
+    shown = subprocess.run(
+        [sys.executable, "-m", "aioscopedauth", "--help"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert shown.stdout == narrow != HELP
+    assert max(len(line) for line in narrow.splitlines()) <= 60
 
 
 def test_import_aioscopedauth_imports_what_a_name_needs_when_it_is_used() -> None:
