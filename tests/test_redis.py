@@ -246,7 +246,7 @@ class _Gated(aioredis.Redis):
         self.lost = 0
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        answer = await super().execute_command(*args, **options)
+        answer = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         if args[:2] in self.commands and not self.proceed.is_set():
             self.answered.set()
             try:
