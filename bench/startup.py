@@ -29,12 +29,15 @@ from pathlib import Path
 PY = sys.executable
 
 
-def _commands(project: Path) -> dict[str, list[str]]:
+def _commands(project: Path, *, baseline: bool) -> dict[str, list[str]]:
     pytest_run = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)]
-    # The console script pip installed (it imports re, then the CLI), else `python -m`.
+    # The console script pip installed, else `python -m`. A baseline runs `python -m` (the
+    # console script names the installed version's entry point, which it may not have).
     installed = Path(PY).with_name("aioscopedauth")
-    script = [str(installed)] if installed.exists() else [PY, "-m", "aioscopedauth"]
+    module = [PY, "-m", "aioscopedauth"]
+    script = [str(installed)] if installed.exists() and not baseline else module
     return {
+        "python -m aioscopedauth --version": [*module, "--version"],
         "python -c pass": [PY, "-c", "pass"],
         "import aiohttp": [PY, "-c", "import aiohttp"],
         "import aioscopedauth": [PY, "-c", "import aioscopedauth"],
@@ -76,7 +79,7 @@ def main() -> None:
         runs = {
             name + label: (command, run_env)
             for label, run_env in envs.items()
-            for name, command in _commands(project).items()
+            for name, command in _commands(project, baseline=bool(label)).items()
         }
         samples: dict[str, list[float]] = {name: [] for name in runs}
         for command, run_env in runs.values():  # warm the caches (.pyc files, page cache)
@@ -107,6 +110,8 @@ def _ratios(median: dict[str, float], label: str) -> None:
     print(f"ratios{label or ' '}")
     print(f"  --version / python -c pass:           {m('aioscopedauth --version') / base:.2f}")
     print(f"  --help / python -c pass:              {m('aioscopedauth --help') / base:.2f}")
+    module = m("python -m aioscopedauth --version")
+    print(f"  python -m aioscopedauth --version / python -c pass: {module / base:.2f}")
     print(f"  import aioscopedauth / import aiohttp: {m('import aioscopedauth') / aiohttp:.2f}")
     print(f"  common path / import aiohttp:         {m('common path') / aiohttp:.2f}")
     print(f"  pytest plugin overhead:               {plugin * 1000:.1f} ms")
