@@ -895,10 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code.
     """
-    if (sys.argv[1:] if argv is None else list(argv)) == ["--version"]:
-        # Answered before the parser is built (a third of the start-up time).
-        print(f"aioscopedauth {__version__}")
-        return EXIT_OK
+    # `aioscopedauth --version` is answered by _launch before this module is imported.
     args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)

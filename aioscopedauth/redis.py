@@ -423,18 +423,17 @@ class RedisAuthStore:
             raise self._error(what, exc) from None
 
     async def _script(self, what: str, script: str, keys: list[str], args: list[Any]) -> Any:  # noqa: ANN401 -- Redis replies
+        return await self._call(what, self._eval(script, keys, args))
+
+    async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:  # noqa: ANN401 -- Redis replies
         import redis.exceptions as rex  # noqa: PLC0415 -- optional extra
 
         sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         try:
-            async with asyncio.timeout(self.command_timeout):
-                try:
-                    return await self.client.evalsha(sha, len(keys), *keys, *args)
-                except rex.NoScriptError:
-                    # A restarted server forgot its scripts; EVAL runs it and caches it again.
-                    return await self.client.eval(script, len(keys), *keys, *args)
-        except (rex.RedisError, OSError) as exc:
-            raise self._error(what, exc) from None
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+        except rex.NoScriptError:
+            # A restarted server forgot its scripts; EVAL runs it and caches it again.
+            return await self.client.eval(script, len(keys), *keys, *args)
 
     # -- the document -----------------------------------------------------------------------
 
