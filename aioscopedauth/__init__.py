@@ -109,8 +109,8 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "AccountIdentity": "_model",
     "Auth": "_model",
-    "AuthChange": "_manager",
-    "AuthChanges": "_manager",
+    "AuthChange": "_snapshot",
+    "AuthChanges": "_snapshot",
     "AuthDataError": "_errors",
     "AuthDotJson": "_model",
     "AuthError": "_errors",

@@ -9,7 +9,7 @@ missing auth never recover. The choice of step is a pure function, :func:`next_s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
@@ -19,9 +19,9 @@ from ._model import Auth, AuthMode
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
-    from ._manager import AuthManager
+    from ._external import ExternalRefresher
 
-__all__ = ["RecoveryStep", "StepName", "UnauthorizedRecovery", "next_step"]
+__all__ = ["RecoveryStep", "RecoveryTarget", "StepName", "UnauthorizedRecovery", "next_step"]
 
 StepName = Literal["reload", "refresh_token", "external_refresh", "done"]
 ModeName = Literal["managed", "external"]
@@ -59,6 +59,42 @@ def next_step(mode: ModeName, step: StepName, *, refreshable: bool = True) -> St
     return "done"
 
 
+class RecoveryTarget(Protocol):
+    """What a recovery needs of the manager whose auth was rejected (``AuthManager`` has it).
+
+    The recovery depends on this, not on the manager, so it sits below the manager in the
+    import graph.
+    """
+
+    @property
+    def mode(self) -> AuthMode | None:
+        """``BEARER`` for a bearer manager, else the mode of the cached snapshot."""
+        ...
+
+    @property
+    def external_auth(self) -> ExternalRefresher | None:
+        """The manager's external source, if any."""
+        ...
+
+    def auth_cached(self) -> Auth | None:
+        """The cached snapshot."""
+        ...
+
+    async def reload_if_account_matches(
+        self, expected_account: str | None, rejected: Auth | None = None
+    ) -> bool:
+        """The reload step."""
+        ...
+
+    async def refresh_rejected(self, rejected: Auth | None = None) -> bool:
+        """The refresh_token step."""
+        ...
+
+    async def refresh_external_auth(self, rejected: Auth | None = None) -> bool:
+        """The external_refresh step."""
+        ...
+
+
 class UnauthorizedRecovery:
     """Steps through the recovery of one rejected request.
 
@@ -81,7 +117,7 @@ class UnauthorizedRecovery:
         "_step",
     )
 
-    def __init__(self, manager: AuthManager, rejected: Auth | None = None) -> None:
+    def __init__(self, manager: RecoveryTarget, rejected: Auth | None = None) -> None:
         """Create the recovery; see the class docstring."""
         self._manager = manager
         cached = manager.auth_cached()

@@ -73,7 +73,7 @@ async def test_refresh_cancelled_while_another_process_holds_the_lock(
             refresh = asyncio.create_task(manager.refresh_token())
             async with asyncio.timeout(10):
                 # Until the refresh task exists: it is then waiting for the other's lock.
-                while manager._shared.inflight is None:  # noqa: ASYNC110 -- no event to await
+                while manager._core.refresh.inflight is None:  # noqa: ASYNC110 -- no event to await
                     await asyncio.sleep(0)
             refresh.cancel()
             with pytest.raises(asyncio.CancelledError):
