@@ -118,10 +118,12 @@ def interop(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff: lint and formatting."""
+    """Ruff (lint and formatting) and the import layering check."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # The layering check: no module imports a layer above it (pyproject's importlinter table).
+    session.run("lint-imports")
 
 
 @nox.session
