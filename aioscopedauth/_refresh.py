@@ -576,14 +576,26 @@ class RefreshCoordinator:
         reader = self.reader
         host_tokens = data.resolved_mode is AuthMode.CHATGPT_AUTH_TOKENS
         target = reader.memory if host_tokens else reader.store
+        unsaved = reader.unsaved
+        # While an earlier refresh's tokens are unsaved, the store still holds the payload they
+        # replaced: the commit compares against what this process knows it stands for, or it
+        # would find the long-spent token there, write nothing and adopt it.
+        replaced = unsaved[0] if unsaved is not None and unsaved[1] == data else data
+
+        def change(current: AuthDotJson | None) -> AuthDotJson | None:
+            known = unsaved[1] if unsaved is not None and current == unsaved[0] else current
+            new = refreshed_payload(known, spent, merge)
+            return current if new is known else new
+
         try:
             # Codex's commit protocol, held for milliseconds: the new tokens are written only
             # if the store still holds the refresh token just spent.
-            result = await target.update(lambda current: refreshed_payload(current, spent, merge))
+            result = await target.update(change)
         except StorageError as exc:
             # The endpoint already rotated the refresh token: dropping the answer would log
-            # the user out. Keep it in memory and save it on the next refresh.
-            reader.unsaved = (data, merged)
+            # the user out. Keep it in memory (over what the store still holds) and save it
+            # on the next refresh.
+            reader.unsaved = (replaced, merged)
             logger.error(  # noqa: TRY400 -- the message says it all; no traceback wanted
                 "Refreshed, but could not save the new tokens (%s); keeping them in memory "
                 "and saving them again on the next refresh",

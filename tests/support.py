@@ -101,6 +101,7 @@ class GatedFileStore:
         self.hold_next_load = False
         self.hold_next_save = False
         self.failing_saves = 0
+        self.full_disk = False
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
 
@@ -137,6 +138,17 @@ class GatedFileStore:
             self.failing_saves -= 1
             msg = f"Could not write {self.inner.path}: No space left on device."
             raise StorageError(msg, path=self.inner.path)
+        if self.full_disk:
+            # A full disk as the file store meets it: reads work, and a commit that writes
+            # nothing (its compare-and-swap lost) succeeds; only a write fails.
+            def refuse_writes(current: AuthDotJson | None) -> AuthDotJson | None:
+                new = change(current)
+                if new != current:
+                    msg = f"Could not write {self.inner.path}: No space left on device."
+                    raise StorageError(msg, path=self.inner.path)
+                return new
+
+            return await self.inner.update(refuse_writes)
         result = await self.inner.update(change)
         if self.hold_next_save:
             self.hold_next_save = False

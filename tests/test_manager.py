@@ -10,6 +10,7 @@ import attrs
 import pytest
 
 from aioscopedauth import (
+    Auth,
     AuthDataError,
     AuthDotJson,
     AuthManager,
@@ -909,3 +910,35 @@ async def test_a_refresh_that_cannot_be_saved_keeps_the_new_tokens(
         assert stored.tokens.access_token == manager.auth_cached().token  # type: ignore[union-attr]
     assert server.reuse_answers == 0
     assert server.refreshes == 2
+
+
+async def test_refreshes_while_the_disk_stays_full_never_bring_back_a_spent_token(
+    home: Path, oauth: OAuthConfig, server: FakeAuthServer
+) -> None:
+    # Issue 20 item 1: the second refresh spent the unsaved refresh token, its compare-and-swap
+    # found the older one on disk, wrote nothing, and adopted the disk's long-spent token.
+    login = server.login()
+    write_auth_json(home, login)
+    store = GatedFileStore(home)
+    async with AuthManager(store, oauth) as manager:
+        await manager.auth()
+        store.full_disk = True
+        for _ in range(3):
+            assert await manager.refresh_token() is True
+            held = manager.auth_cached()
+            assert held is not None
+            assert held.data is not None
+            assert held.data.tokens is not None
+            assert server.is_valid_refresh_token(held.data.tokens.refresh_token)
+            assert _stored(home) == login  # nothing could be written
+        # A reload still reads the spent login from disk and keeps the newest tokens.
+        assert await manager.reload() is False
+        assert manager.auth_cached() == held
+        store.full_disk = False
+        assert await manager.refresh_token() is True  # saves what it kept, then refreshes
+        stored = _stored(home)
+        assert stored.tokens is not None
+        assert server.is_valid_refresh_token(stored.tokens.refresh_token)
+        assert Auth.from_data(stored, account_header=oauth.account_header) == manager.auth_cached()
+    assert server.reuse_answers == 0
+    assert server.refreshes == 4
