@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ._middleware import AuthMiddleware, RecoveryEvent
     from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, TokenData
     from ._oauth import OAuthConfig
-    from ._recovery import RecoveryStep, UnauthorizedRecovery
+    from ._recovery import RecoveryStep, RecoveryTarget, UnauthorizedRecovery
     from ._storage import (
         AuthStore,
         AutoAuthStore,
@@ -83,6 +83,7 @@ __all__ = [
     "ProviderInfo",
     "RecoveryEvent",
     "RecoveryStep",
+    "RecoveryTarget",
     "RefreshContext",
     "RefreshError",
     "RefreshFailureReason",
@@ -139,6 +140,7 @@ _LAZY: dict[str, str] = {
     "ProviderInfo": "_config",
     "RecoveryEvent": "_middleware",
     "RecoveryStep": "_recovery",
+    "RecoveryTarget": "_recovery",
     "RefreshContext": "_external",
     "RefreshError": "_errors",
     "RefreshFailureReason": "_errors",

@@ -43,6 +43,7 @@ EXPECTED = {
     "ProviderInfo",
     "RecoveryEvent",
     "RecoveryStep",
+    "RecoveryTarget",
     "RefreshContext",
     "RefreshError",
     "RefreshFailureReason",
