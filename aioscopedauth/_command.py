@@ -560,6 +560,10 @@ class CommandBearerRefresher:
         command: What to run.
     """
 
+    cache_resolved = False
+    """The manager asks :meth:`resolve` on every call: this source caches on its own terms (its
+    refresh interval, and the token's expiry)."""
+
     def __init__(self, command: ProviderAuthCommand) -> None:
         """Create the source; see the class docstring."""
         self._config = command

@@ -113,7 +113,14 @@ class ExternalAuthTokens:
 
 @runtime_checkable
 class ExternalRefresher(Protocol):
-    """A source of tokens outside the store: a bearer command, or a host app's ChatGPT tokens."""
+    """A source of tokens outside the store: a bearer command, or a host app's ChatGPT tokens.
+
+    A manager gives a bearer source a single flight: ``refresh()`` runs once per rejected token
+    however many requests saw it, and a ``resolve()`` answer is reused until a refresh replaces
+    it (or, when it has an ``expires_at``, until three quarters of its remaining lifetime have
+    passed). A source that caches on its own terms sets a class attribute
+    ``cache_resolved = False``, and is then asked on every call.
+    """
 
     @property
     def mode(self) -> AuthMode:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Self
 
 import attrs
 
+from ._bearer import BearerFlight
 from ._errors import (
     ConfigError,
     LoginRestrictionError,
@@ -24,7 +25,6 @@ from ._errors import (
     TransientRefreshError,
     UnsupportedLoginError,
 )
-from ._external import RefreshContext
 from ._loader import StoreReader
 from ._login import (
     ForcedLoginMethod,
@@ -33,10 +33,10 @@ from ._login import (
     logout,
     restriction_violation,
 )
-from ._model import Auth, AuthMode, is_header_safe
+from ._model import Auth, AuthMode
 from ._oauth import OAuthConfig
 from ._recovery import UnauthorizedRecovery
-from ._refresh import Freshness, RefreshCoordinator, TokenState, call_source, describe
+from ._refresh import Freshness, RefreshCoordinator, TokenState
 from ._session import SessionHolder
 from ._snapshot import AuthChange, AuthChanges, SnapshotCell
 from ._storage import AuthStore, MemoryAuthStore
@@ -182,6 +182,7 @@ class AuthManager:
             http=http,
         )
         self._external: ExternalRefresher | None = None
+        self._bearer: BearerFlight | None = None
         self._is_base = True
 
     # -- construction and lifecycle ---------------------------------------------------------
@@ -221,6 +222,9 @@ class AuthManager:
             refresher: The source, or ``None``.
         """
         self._external = refresher
+        self._bearer = None
+        if refresher is not None and refresher.mode is AuthMode.BEARER:
+            self._bearer = BearerFlight(refresher)
 
     @property
     def external_auth(self) -> ExternalRefresher | None:
@@ -334,9 +338,9 @@ class AuthManager:
         """
         core = self._core
         core.cell.check_loop()
+        if self._bearer is not None:
+            return await self._bearer.auth()
         external = self._external
-        if external is not None and external.mode is AuthMode.BEARER:
-            return await _bearer_auth(external)
         snapshot = await core.current()
         if snapshot is None:
             return None
@@ -532,32 +536,11 @@ class AuthManager:
         if external is None:
             msg = "external auth is not configured"
             raise TransientRefreshError(msg)
-        if external.mode is AuthMode.BEARER:
-            context = RefreshContext(rejected_token=None if rejected is None else rejected.token)
-            outcome = await call_source(external.refresh(context))
-            if isinstance(outcome, str):
-                msg = f"external bearer refresh failed: {outcome}"
-                raise TransientRefreshError(msg)
-            return True
+        if self._bearer is not None:
+            # Once per rejected token, however many requests saw it (see ``_bearer``).
+            return await self._bearer.refresh(rejected)
         snapshot = rejected if rejected is not None else await self._core.current()
         if snapshot is None:
             msg = "there are no host-supplied tokens to refresh"
             raise TransientRefreshError(msg)
         return await self._core.refresh.join(snapshot, external)
-
-
-async def _bearer_auth(refresher: ExternalRefresher) -> Auth | None:
-    try:
-        tokens = await refresher.resolve()
-    except Exception as exc:  # noqa: BLE001 -- any source failure means "no auth", logged
-        logger.warning("Failed to resolve external bearer auth: %s", describe(exc))
-        return None
-    if tokens is None:
-        return None
-    if not tokens.access_token or not is_header_safe(tokens.access_token):
-        logger.warning(
-            "External bearer source returned an empty token or one that cannot be sent as a "
-            "header (a line break, a control character or invalid Unicode)"
-        )
-        return None
-    return Auth(AuthMode.BEARER, tokens.access_token)
