@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -164,3 +168,20 @@ async def test_a_cancelled_resolver_hands_the_resolve_to_a_waiting_caller(
         assert auth.token == "tok-1"
         assert first.cancelled()
     assert source.resolves == 2  # the waiting caller resolved itself, not cancelled with it
+
+
+def test_the_how_to_example_runs_as_its_page_says(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "docs" / "examples" / "own_token_source.py"
+    run = subprocess.run(
+        [sys.executable, example.name],
+        cwd=example.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout == (
+        "before: 200\nafter a rotation: [200] for 20\ntokens minted for those 20 requests: 1\n"
+    )
