@@ -12,13 +12,19 @@ import sys
 import nox
 
 ROOT = pathlib.Path(__file__).parent
-CODEX_VERSION = "0.169.0"
-"""The Codex CLI the interop suite runs against (pinned: its behaviour is what is tested)."""
-CODEX_CACHE = pathlib.Path(
-    os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"),
-    "aioscopedauth",
-    f"codex-{CODEX_VERSION}",
-)
+CODEX_VERSIONS = ["0.169.0", "0.171.0"]
+"""The Codex CLI releases the interop suite runs against (pinned: their behaviour is what is
+tested); `nox -s interop` runs each, `nox -s "interop(codex='0.171.0')"` one."""
+
+
+def _codex_cache(version: str) -> pathlib.Path:
+    return pathlib.Path(
+        os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"),
+        "aioscopedauth",
+        f"codex-{version}",
+    )
+
+
 CODEX_BINARY = "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
 
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
@@ -27,7 +33,7 @@ if shutil.which("npm"):
 elif not {"-s", "--session", "--sessions", "-e", "-l", "--list"} & set(sys.argv):
     print(  # noqa: T201 -- the one line the default run shows
         "nox: interop suite skipped: npm is not on PATH (it installs "
-        f"@openai/codex@{CODEX_VERSION}; run `nox -s interop` where npm is)",
+        f"@openai/codex {', '.join(CODEX_VERSIONS)}; run `nox -s interop` where npm is)",
         file=sys.stderr,
     )
 PYTHONS = ["3.11", "3.12", "3.13"]
@@ -91,17 +97,19 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
-def interop(session: nox.Session) -> None:
+@nox.parametrize("codex", CODEX_VERSIONS)
+def interop(session: nox.Session, codex: str) -> None:
     """Interop tests against the real Codex CLI (pinned npm package), on one shared home."""
     npm = shutil.which("npm")
     if npm is None:
-        session.error(f"npm is needed to install @openai/codex@{CODEX_VERSION}")
-    binary = CODEX_CACHE / CODEX_BINARY
+        session.error(f"npm is needed to install @openai/codex@{codex}")
+    cache = _codex_cache(codex)
+    binary = cache / CODEX_BINARY
     if not binary.is_file():
-        CODEX_CACHE.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
         session.run(
-            npm, "install", "--prefix", str(CODEX_CACHE), "--no-audit", "--no-fund",
-            "--loglevel=error", f"@openai/codex@{CODEX_VERSION}",
+            npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund",
+            "--loglevel=error", f"@openai/codex@{codex}",
             external=True,
         )  # fmt: skip
     if not binary.is_file():
@@ -112,7 +120,11 @@ def interop(session: nox.Session) -> None:
         "pytest",
         "tests/interop",
         *session.posargs,
-        env={"AIOSCOPEDAUTH_REQUIRE_INSTALLED": "1", "AIOSCOPEDAUTH_CODEX_BIN": str(binary)},
+        env={
+            "AIOSCOPEDAUTH_REQUIRE_INSTALLED": "1",
+            "AIOSCOPEDAUTH_CODEX_BIN": str(binary),
+            "AIOSCOPEDAUTH_CODEX_VERSION": codex,
+        },
     )
 
 

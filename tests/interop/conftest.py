@@ -1,7 +1,7 @@
 """Fixtures of the interop suite: the real Codex CLI, the fakes it talks to, and the library.
 
 Every test here skips, with the reason, unless ``AIOSCOPEDAUTH_CODEX_BIN`` names the binary of
-``@openai/codex@0.169.0`` (``nox -s interop`` installs it and sets the variable).
+``@openai/codex`` (``nox -s interop`` installs each pinned release and sets the variable).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Drive the real Codex CLI (``@openai/codex@0.169.0``) against local fakes on 127.0.0.1.
+"""Drive the real Codex CLI (``@openai/codex`` 0.169.0, 0.171.0) against local fakes on loopback.
 
 Nothing here reaches past loopback: the token endpoint is the kit's ``FakeAuthServer``
 (``CODEX_REFRESH_TOKEN_URL_OVERRIDE``), whoami goes to ``CODEX_AUTHAPI_BASE_URL``, and the
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from aioscopedauth import AuthDotJson
     from aioscopedauth.testing import FakeAuthServer
 
-CODEX_VERSION = "0.169.0"
+CODEX_VERSION = os.environ.get("AIOSCOPEDAUTH_CODEX_VERSION", "0.169.0")
+"""The release under test (``nox -s interop`` runs each pinned one and says which)."""
 CODEX_BIN_ENV = "AIOSCOPEDAUTH_CODEX_BIN"
 """The path of the real ``codex`` binary; the nox session ``interop`` sets it."""
 
