@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,6 +29,11 @@ from aioscopedauth import (
 from aioscopedauth.testing import chatgpt_auth, write_auth_json
 
 from support import CANARIES, CANARY_API_KEY, BrokenKeyring, HangingKeyring, MemoryKeyring
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aioscopedauth.redis import RedisAuthStore
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -542,3 +548,19 @@ async def test_save_sweeps_temp_files_left_by_a_crashed_save(home: Path) -> None
     assert not old_leftover.exists()
     assert young_leftover.exists()
     assert users_file.read_text() == "partial"
+
+
+async def test_only_a_store_that_can_watch_is_a_watchable_store(
+    home: Path, redis_stores: Callable[..., RedisAuthStore]
+) -> None:
+    from aioscopedauth._storage import WatchableStore  # noqa: PLC0415 -- not a public name
+
+    assert isinstance(redis_stores(), WatchableStore)
+    for store in (
+        FileAuthStore(home),
+        MemoryAuthStore(),
+        KeyringAuthStore(home, backend=MemoryKeyring()),
+        AutoAuthStore(home, backend=MemoryKeyring()),
+    ):
+        assert isinstance(store, AuthStore)
+        assert not isinstance(store, WatchableStore)

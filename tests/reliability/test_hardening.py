@@ -32,7 +32,7 @@ from aioscopedauth import (
     TransientRefreshError,
     load_providers,
 )
-from aioscopedauth import _storage as storage_module
+from aioscopedauth import _file_store as storage_module
 from aioscopedauth.testing import FakeAuthServer, make_id_token, make_jwt, write_auth_json
 
 if TYPE_CHECKING:

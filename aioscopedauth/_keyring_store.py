@@ -1,0 +1,411 @@
+"""The keyring stores: ``KeyringAuthStore`` (Codex's keyring entry) and ``AutoAuthStore``.
+
+Keyring calls cannot be interrupted and a locked desktop keyring can hang for ever, so each
+call runs in a daemon thread of its own under the store's timeout. The ``keyring`` package is
+an optional extra, imported at first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import attrs
+
+from ._commit import CommitResult
+from ._errors import AuthDataError, StorageError
+from ._file_store import FileAuthStore
+from ._files import (
+    _atomic_write,
+    _describe_os_error,
+    _encode,
+    _in_thread,
+    _to_path,
+    _unlink,
+)
+from ._model import AuthDotJson
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
+
+    import keyring.backend
+
+__all__ = ["KEYRING_SERVICE", "AutoAuthStore", "KeyringAuthStore", "store_key"]
+
+logger = logging.getLogger("aioscopedauth.storage")
+
+KEYRING_SERVICE = "Codex Auth"
+
+_T = TypeVar("_T")
+
+
+def store_key(home: str | os.PathLike[str]) -> str:
+    """Return Codex's key for a home folder: ``cli|`` and 16 hex chars of its path's sha256.
+
+    Args:
+        home: The Codex home folder; canonicalised when it exists, else used as given.
+
+    Returns:
+        For example ``cli|2c26b46b68ffc68f``.
+    """
+    try:
+        canonical = str(Path(home).resolve(strict=True))
+    except OSError:
+        canonical = str(home)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return f"cli|{digest[:16]}"
+
+
+async def _in_daemon_thread(func: Callable[[], _T], limit: float) -> _T:
+    """Run ``func`` in a daemon thread of its own and wait for it at most ``limit`` seconds.
+
+    A keyring call cannot be interrupted: on timeout (or cancellation) the thread is abandoned.
+    It is a daemon thread, so an abandoned call never keeps the process from exiting (a
+    worker thread of the default pool is joined at exit, and would hang it forever).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():  # the caller gave up
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]  # None only with an error
+
+    def run() -> None:
+        try:
+            outcome: tuple[_T | None, BaseException | None] = (func(), None)
+        except BaseException as exc:  # noqa: BLE001 -- handed to the waiting task
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed while we were stuck
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="aioscopedauth-keyring", daemon=True).start()
+    return await asyncio.wait_for(future, limit)
+
+
+def _default_keyring() -> keyring.backend.KeyringBackend:
+    try:
+        import keyring  # noqa: PLC0415 -- optional extra, needed only by the keyring stores
+    except ImportError as exc:  # pragma: no cover - the test extra installs keyring
+        msg = (
+            "The keyring package is not installed: run `pip install 'keyring>=25'` in this "
+            "environment (what aioscopedauth's `keyring` extra installs)."
+        )
+        raise StorageError(msg) from exc
+    return keyring.get_keyring()
+
+
+@attrs.define
+class KeyringAuthStore:
+    """Keeps the payload in the system keyring under Codex's entry, as compact JSON.
+
+    The entry is service ``Codex Auth``, account ``cli|`` + 16 hex chars of the home path's
+    sha256, so an existing Codex keyring login is found. Keyring calls run in a worker thread and
+    give up after ``timeout`` seconds (a locked desktop keyring can hang forever). A successful
+    save removes a leftover ``auth.json``. Writes take the file store's commit locks in ``home``
+    (so they are atomic across processes); ``lock()`` is the file store's refresh lock.
+
+    Args:
+        home: The Codex home folder (names the entry and holds the lock files).
+        timeout: Seconds to wait for the keyring.
+        service: The keyring service name.
+        account: The keyring account name; defaults to :func:`store_key` of ``home``.
+        backend: A keyring backend; defaults to ``keyring.get_keyring()`` at first use.
+    """
+
+    home: Path = attrs.field(converter=_to_path)
+    timeout: float = 10.0
+    service: str = KEYRING_SERVICE
+    account: str = attrs.field(default=attrs.Factory(lambda s: store_key(s.home), takes_self=True))
+    backend: keyring.backend.KeyringBackend | None = attrs.field(default=None, repr=False)
+    _file: FileAuthStore = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        """Create the file store used for the fallback file and the locks."""
+        self._file = FileAuthStore(self.home)
+
+    @property
+    def kind(self) -> str:
+        """``keyring``."""
+        return "keyring"
+
+    async def _call(self, what: str, func: Callable[[keyring.backend.KeyringBackend], _T]) -> _T:
+        backend = self.backend or _default_keyring()
+        try:
+            return await _in_daemon_thread(lambda: func(backend), self.timeout)
+        except TimeoutError as exc:
+            msg = (
+                f"{what}: the keyring did not answer within {self.timeout:g} s. "
+                "Unlock it and retry."
+            )
+            raise StorageError(msg) from exc
+        except StorageError:
+            raise
+        except Exception as exc:
+            # Backend errors describe the backend, never the stored secret.
+            msg = f"{what}: {exc}"
+            raise StorageError(msg) from exc
+
+    async def load(self) -> AuthDotJson | None:
+        """Read the entry.
+
+        Returns:
+            The payload, or ``None`` when there is no entry.
+
+        Raises:
+            StorageError: The keyring failed, timed out, or holds something that is not an
+                ``auth.json`` payload.
+        """
+        text = await self._call(
+            "failed to load CLI auth from keyring",
+            lambda b: b.get_password(self.service, self.account),
+        )
+        if text is None:
+            return None
+        try:
+            return AuthDotJson.from_json(text)
+        except AuthDataError as exc:
+            msg = f"failed to deserialize CLI auth from keyring: {exc}"
+            raise StorageError(msg) from exc
+
+    async def _write_entry(self, data: AuthDotJson) -> None:
+        text = _encode(data, compact=True).decode()
+        await self._call(
+            "failed to save the login to the keyring",
+            lambda b: b.set_password(self.service, self.account, text),
+        )
+        path = self._file.path
+        try:
+            await _in_thread(lambda: _unlink(path))
+        except OSError as exc:
+            logger.warning(
+                "Saved to the keyring but could not remove the old file %s: %s",
+                path,
+                _describe_os_error(exc),
+            )
+
+    async def _remove_entry(self) -> bool:
+        existed = await self._call(
+            "failed to delete auth from keyring",
+            lambda b: _keyring_delete(b, self.service, self.account),
+        )
+        path = self._file.path
+        try:
+            removed_file = await _in_thread(lambda: _unlink(path))
+        except OSError as exc:
+            msg = f"Could not remove {path}: {_describe_os_error(exc)}. Remove it by hand."
+            raise StorageError(msg, path=path) from exc
+        return existed or removed_file
+
+    async def save(self, data: AuthDotJson) -> None:
+        """Write the entry, then remove a leftover ``auth.json`` (a failure there only warns).
+
+        Args:
+            data: The payload.
+
+        Raises:
+            StorageError: The keyring failed or timed out.
+        """
+        async with self._file.commit_locks():
+            await self._write_entry(data)
+
+    async def delete(self) -> bool:
+        """Remove the entry and the fallback file.
+
+        Returns:
+            Whether either existed.
+
+        Raises:
+            StorageError: The keyring failed or timed out, or the file could not be removed.
+        """
+        async with self._file.commit_locks():
+            return await self._remove_entry()
+
+    async def update(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        """Read, decide and write the entry as one step under the home's commit locks.
+
+        Args:
+            change: Given the stored payload (or ``None``), returns the payload to store: the
+                same object to keep it, ``None`` to remove it.
+
+        Returns:
+            What was stored before and after, and whether this call wrote.
+
+        Raises:
+            StorageError: The keyring failed, timed out or holds a corrupt entry.
+        """
+        async with self._file.commit_locks():
+            return await _apply(change, self.load, self._remove_entry, self._write_entry)
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Return the refresh lock (the file store's, in ``home``)."""
+        return self._file.lock()
+
+
+async def _apply(
+    change: Callable[[AuthDotJson | None], AuthDotJson | None],
+    load: Callable[[], Awaitable[AuthDotJson | None]],
+    remove: Callable[[], Awaitable[object]],
+    write: Callable[[AuthDotJson], Awaitable[None]],
+) -> CommitResult:
+    """Read, decide and write with a store's own steps (the caller holds the commit locks)."""
+    before = await load()
+    after = change(before)
+    if after is before:
+        return CommitResult(before, before, written=False)
+    if after is None:
+        await remove()
+    else:
+        await write(after)
+    return CommitResult(before, after, written=True)
+
+
+def _keyring_delete(backend: keyring.backend.KeyringBackend, service: str, account: str) -> bool:
+    from keyring.errors import PasswordDeleteError  # noqa: PLC0415 -- optional extra
+
+    if backend.get_password(service, account) is None:
+        return False
+    try:
+        backend.delete_password(service, account)
+    except PasswordDeleteError:
+        return False
+    return True
+
+
+@attrs.define
+class AutoAuthStore:
+    """The keyring when it works, else ``auth.json``: Codex's ``auto`` mode.
+
+    Load tries the keyring and falls back to the file when the keyring has no entry or fails
+    (with a warning); save tries the keyring and falls back to the file when it fails. Writes
+    take the home's commit locks; ``lock()`` is the file store's refresh lock.
+
+    Args:
+        home: The Codex home folder.
+        keyring_timeout: Seconds to wait for the keyring before falling back.
+        backend: A keyring backend; defaults to ``keyring.get_keyring()``.
+    """
+
+    home: Path = attrs.field(converter=_to_path)
+    keyring_timeout: float = 10.0
+    backend: keyring.backend.KeyringBackend | None = attrs.field(default=None, repr=False)
+    _keyring: KeyringAuthStore = attrs.field(init=False, repr=False)
+    _file: FileAuthStore = attrs.field(init=False, repr=False)
+    _warned: bool = attrs.field(default=False, init=False, repr=False)
+
+    def _fallback(self, message: str, exc: StorageError) -> None:
+        # A machine without a keyring (a server, a container) falls back on every call; say
+        # so once at WARNING, then at DEBUG, instead of flooding the log.
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(level, message, self._file.path, exc)
+
+    def __attrs_post_init__(self) -> None:
+        """Create the two stores it chooses between."""
+        self._keyring = KeyringAuthStore(self.home, self.keyring_timeout, backend=self.backend)
+        self._file = FileAuthStore(self.home)
+
+    @property
+    def kind(self) -> str:
+        """``auto``."""
+        return "auto"
+
+    async def load(self) -> AuthDotJson | None:
+        """Load from the keyring, else from the file.
+
+        Returns:
+            The payload, or ``None``.
+
+        Raises:
+            StorageError: The file is corrupt or unreadable (keyring errors only warn).
+        """
+        try:
+            data = await self._keyring.load()
+        except StorageError as exc:
+            self._fallback("Keyring unavailable, using %s: %s", exc)
+            data = None
+        if data is not None:
+            return data
+        return await self._file.load()
+
+    async def _write(self, data: AuthDotJson) -> None:
+        try:
+            await self._keyring._write_entry(data)  # noqa: SLF001 -- its unlocked half, same module
+        except StorageError as exc:
+            self._fallback("Keyring save failed, writing %s instead: %s", exc)
+            payload = _encode(data)
+            path = self._file.path
+            try:
+                await _in_thread(lambda: _atomic_write(path, payload))
+            except OSError as write_exc:
+                raise self._file._write_error(write_exc) from write_exc  # noqa: SLF001 -- same module
+
+    async def _remove(self) -> bool:
+        try:
+            return await self._keyring._remove_entry()  # noqa: SLF001 -- its unlocked half
+        except StorageError as exc:
+            self._fallback("Keyring delete failed, removing %s only: %s", exc)
+            path = self._file.path
+            try:
+                return await _in_thread(lambda: _unlink(path))
+            except OSError as rm_exc:
+                msg = f"Could not remove {path}: {_describe_os_error(rm_exc)}. Remove it by hand."
+                raise StorageError(msg, path=path) from rm_exc
+
+    async def save(self, data: AuthDotJson) -> None:
+        """Save to the keyring, else to the file.
+
+        Args:
+            data: The payload.
+
+        Raises:
+            StorageError: Both the keyring and the file failed.
+        """
+        async with self._file.commit_locks():
+            await self._write(data)
+
+    async def delete(self) -> bool:
+        """Remove the keyring entry and the file.
+
+        Returns:
+            Whether either existed.
+
+        Raises:
+            StorageError: The file could not be removed (keyring errors only warn).
+        """
+        async with self._file.commit_locks():
+            return await self._remove()
+
+    async def update(
+        self, change: Callable[[AuthDotJson | None], AuthDotJson | None]
+    ) -> CommitResult:
+        """Read, decide and write as one step under the home's commit locks.
+
+        Args:
+            change: Given the stored payload (or ``None``), returns the payload to store: the
+                same object to keep it, ``None`` to remove it.
+
+        Returns:
+            What was stored before and after, and whether this call wrote.
+
+        Raises:
+            StorageError: The file is corrupt or unreadable, or neither place could be written.
+        """
+        async with self._file.commit_locks():
+            return await _apply(change, self.load, self._remove, self._write)
+
+    def lock(self) -> AbstractAsyncContextManager[None]:
+        """Return the refresh lock (the file store's, in ``home``)."""
+        return self._file.lock()
