@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ._commit import run_in_thread
+from ._commit import give_to_folder_owner, make_private_dir, run_in_thread
 from ._errors import AuthDataError, StorageError
 from ._model import AuthDotJson
 from ._paths import user_path
@@ -58,14 +58,6 @@ async def _in_thread(func: Callable[[], _T]) -> _T:
     return await run_in_thread(func)
 
 
-def _ensure_private_dir(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # mkdir's mode is filtered by the umask; set it exactly on the folder we created.
-    directory.chmod(0o700)
-
-
 TEMP_MARKER = "aioscopedauth-"
 """In the name of every temp file a save creates, so the sweep never touches a user's file."""
 
@@ -94,7 +86,7 @@ def _write_target(path: Path) -> tuple[Path, os.stat_result | None]:
 def _atomic_write(path: Path, payload: bytes) -> None:
     target, existing = _write_target(path)
     directory = target.parent
-    _ensure_private_dir(directory)
+    make_private_dir(directory)
     # mkstemp creates the file 0600 in the same folder, so os.replace is atomic and the secret
     # is never readable by others, not even for an instant.
     fd, tmp_name = tempfile.mkstemp(
@@ -106,6 +98,9 @@ def _atomic_write(path: Path, payload: bytes) -> None:
             # Root saving another user's login keeps it theirs (a root-owned 0600 file would
             # lock the user out of their own login).
             os.fchown(fd, existing.st_uid, existing.st_gid)
+        elif existing is None:
+            # A first save by root into a user's home: the new file is the home owner's.
+            give_to_folder_owner(fd, tmp)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
