@@ -7,11 +7,8 @@ an optional extra, imported at first use.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -28,6 +25,7 @@ from ._files import (
     _to_path,
     _unlink,
 )
+from ._keyring_call import KeyringGate, default_keyring
 from ._model import AuthDotJson
 
 if TYPE_CHECKING:
@@ -63,48 +61,6 @@ def store_key(home: str | os.PathLike[str]) -> str:
     return f"cli|{digest[:16]}"
 
 
-async def _in_daemon_thread(func: Callable[[], _T], limit: float) -> _T:
-    """Run ``func`` in a daemon thread of its own and wait for it at most ``limit`` seconds.
-
-    A keyring call cannot be interrupted: on timeout (or cancellation) the thread is abandoned.
-    It is a daemon thread, so an abandoned call never keeps the process from exiting (a
-    worker thread of the default pool is joined at exit, and would hang it forever).
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(result: _T | None, error: BaseException | None) -> None:
-        if future.done():  # the caller gave up
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]  # None only with an error
-
-    def run() -> None:
-        try:
-            outcome: tuple[_T | None, BaseException | None] = (func(), None)
-        except BaseException as exc:  # noqa: BLE001 -- handed to the waiting task
-            outcome = (None, exc)
-        with contextlib.suppress(RuntimeError):  # the loop closed while we were stuck
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    threading.Thread(target=run, name="aioscopedauth-keyring", daemon=True).start()
-    return await asyncio.wait_for(future, limit)
-
-
-def _default_keyring() -> keyring.backend.KeyringBackend:
-    try:
-        import keyring  # noqa: PLC0415 -- optional extra, needed only by the keyring stores
-    except ImportError as exc:  # pragma: no cover - the test extra installs keyring
-        msg = (
-            "The keyring package is not installed: run `pip install 'keyring>=25'` in this "
-            "environment (what aioscopedauth's `keyring` extra installs)."
-        )
-        raise StorageError(msg) from exc
-    return keyring.get_keyring()
-
-
 @attrs.define
 class KeyringAuthStore:
     """Keeps the payload in the system keyring under Codex's entry, as compact JSON.
@@ -129,6 +85,7 @@ class KeyringAuthStore:
     account: str = attrs.field(default=attrs.Factory(lambda s: store_key(s.home), takes_self=True))
     backend: keyring.backend.KeyringBackend | None = attrs.field(default=None, repr=False)
     _file: FileAuthStore = attrs.field(init=False, repr=False)
+    _gate: KeyringGate = attrs.field(factory=KeyringGate, init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         """Create the file store used for the fallback file and the locks."""
@@ -140,15 +97,15 @@ class KeyringAuthStore:
         return "keyring"
 
     async def _call(self, what: str, func: Callable[[keyring.backend.KeyringBackend], _T]) -> _T:
-        backend = self.backend or _default_keyring()
+        chosen = self.backend
+
+        def in_thread() -> _T:
+            # The first use imports keyring and discovers the backend (which can wait on a
+            # wedged D-Bus bus): in the thread, under the same time limit as the call.
+            return func(chosen if chosen is not None else default_keyring())
+
         try:
-            return await _in_daemon_thread(lambda: func(backend), self.timeout)
-        except TimeoutError as exc:
-            msg = (
-                f"{what}: the keyring did not answer within {self.timeout:g} s. "
-                "Unlock it and retry."
-            )
-            raise StorageError(msg) from exc
+            return await self._gate.call(in_thread, self.timeout, what)
         except StorageError:
             raise
         except Exception as exc:

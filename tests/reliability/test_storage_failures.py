@@ -6,14 +6,30 @@ discovery on the event loop) and 13 (one stuck thread per hung keyring call).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import subprocess
+import sys
+import textwrap
+import threading
 from typing import TYPE_CHECKING
 
+import keyring.backend
 import pytest
 
-from aioscopedauth import AuthDotJson, FileAuthStore
+from aioscopedauth import (
+    AuthDotJson,
+    AuthManager,
+    AutoAuthStore,
+    FileAuthStore,
+    KeyringAuthStore,
+    StorageError,
+)
+from aioscopedauth.testing import write_auth_json
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 NOBODY = 65534
@@ -90,3 +106,189 @@ async def test_root_never_gives_away_a_file_a_lock_name_points_at(
     await FileAuthStore(home).save(AuthDotJson.for_api_key("sk-1"))
     assert (secret.stat().st_uid, linked.stat().st_uid) == (0, 0)
     assert (home / "auth.json").stat().st_uid == NOBODY
+
+
+# -- items 8 and 13: keyring calls run off the loop, one at a time per store -------------------
+
+
+class GatedKeyring(keyring.backend.KeyringBackend):
+    """A real backend whose reads wait until released, as one waiting for an unlock prompt."""
+
+    priority = 1
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # keyring's base is untyped
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.guard = threading.Lock()
+        self.calls = 0
+        self.inside = 0
+        self.most_inside = 0
+
+    def get_password(self, service: str, username: str) -> str | None:
+        with self.guard:
+            self.calls += 1
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        self.entered.set()
+        try:
+            self.release.wait(30)
+        finally:
+            with self.guard:
+                self.inside -= 1
+        return None
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        raise NotImplementedError
+
+    def delete_password(self, service: str, username: str) -> None:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def gated_keyring() -> Iterator[GatedKeyring]:
+    backend = GatedKeyring()
+    try:
+        yield backend
+    finally:
+        backend.release.set()
+
+
+def _keyring_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "aioscopedauth-keyring"}
+
+
+async def test_thirty_loads_against_a_hung_keyring_strand_one_thread(
+    home: Path, gated_keyring: GatedKeyring
+) -> None:
+    before = _keyring_threads()
+    store = KeyringAuthStore(home, timeout=0.2, backend=gated_keyring)
+    with pytest.raises(StorageError) as first:
+        await store.load()
+    assert str(first.value) == (
+        "failed to load CLI auth from keyring: the keyring did not answer within 0.2 s. "
+        "Unlock it and retry."
+    )
+    for _ in range(29):
+        with pytest.raises(StorageError, match=r"^failed to load CLI auth from keyring: the "
+                           r"keyring has not answered a call made \d+ s ago, so no new one was "
+                           r"made\. Unlock it and retry\.$"):  # fmt: skip
+            await store.load()
+    stuck = _keyring_threads() - before
+    assert gated_keyring.calls == 1
+    assert len(stuck) == 1
+    # Once the keyring answers, the store uses it again.
+    gated_keyring.release.set()
+    await asyncio.to_thread(stuck.pop().join, 30)
+    assert await store.load() is None
+    assert gated_keyring.calls == 2
+
+
+async def test_thirty_reloads_of_an_auto_store_strand_one_thread(
+    home: Path, gated_keyring: GatedKeyring
+) -> None:
+    data = AuthDotJson.for_api_key("sk-file")
+    write_auth_json(home, data)
+    before = _keyring_threads()
+    store = AutoAuthStore(home, keyring_timeout=0.2, backend=gated_keyring)
+    async with AuthManager(store) as manager:
+        changes = [await manager.reload() for _ in range(30)]
+        auth = manager.auth_cached()
+    assert changes == [True] + [False] * 29  # each reload fell back to auth.json, in time
+    assert auth is not None
+    assert auth.data == data
+    assert gated_keyring.calls == 1
+    assert len(_keyring_threads() - before) == 1
+
+
+async def test_concurrent_keyring_calls_of_one_store_take_turns(
+    home: Path, gated_keyring: GatedKeyring
+) -> None:
+    store = KeyringAuthStore(home, timeout=30, backend=gated_keyring)
+    first = asyncio.create_task(store.load())
+    assert await asyncio.to_thread(gated_keyring.entered.wait, 30)
+    second = asyncio.create_task(store.load())
+    for _ in range(5):  # let the second caller reach its wait; it must not start a call
+        await asyncio.sleep(0)
+    assert gated_keyring.calls == 1
+    gated_keyring.release.set()
+    assert list(await asyncio.gather(first, second)) == [None, None]
+    assert (gated_keyring.calls, gated_keyring.most_inside) == (2, 1)
+
+
+_WEDGED_BACKEND = """
+import os
+import keyring.backend
+
+class Keyring(keyring.backend.KeyringBackend):
+    priority = 1
+
+    def __init__(self):
+        super().__init__()
+        # Discovery waits as it does on a wedged D-Bus session bus: here until the test's
+        # pipe closes.
+        os.read(int(os.environ["WEDGE_FD"]), 1)
+
+    def get_password(self, service, username):
+        return None
+
+    set_password = delete_password = get_password
+"""
+
+_FIRST_USE = """
+import asyncio, json, sys, time
+from aioscopedauth import KeyringAuthStore, StorageError
+
+async def main():
+    ticks = 0
+
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    imported = "keyring" in sys.modules
+    try:
+        await KeyringAuthStore(sys.argv[1], timeout=0.5).load()
+        outcome = "loaded"
+    except StorageError as exc:
+        outcome = str(exc)
+    ticker.cancel()
+    print(json.dumps({"imported_before": imported, "outcome": outcome, "ticks": ticks}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_first_keyring_use_discovers_the_backend_off_the_loop_within_the_timeout(
+    home: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "wedged_keyring.py").write_text(textwrap.dedent(_WEDGED_BACKEND))
+    read_end, write_end = os.pipe()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "PYTHON_KEYRING_BACKEND": "wedged_keyring.Keyring",
+        "WEDGE_FD": str(read_end),
+    }
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-c", _FIRST_USE, str(home)],
+            stdout=subprocess.PIPE, env=env, pass_fds=[read_end], text=True,
+        ) as proc:  # fmt: skip
+            try:
+                out, _ = proc.communicate(timeout=30)
+            finally:
+                proc.kill()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    result = json.loads(out)
+    assert result["imported_before"] is False
+    assert result["outcome"] == (
+        "failed to load CLI auth from keyring: the keyring did not answer within 0.5 s. "
+        "Unlock it and retry."
+    )
+    assert result["ticks"] >= 5  # the loop kept turning while the backend was discovered
