@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -237,8 +238,47 @@ def _keyring_delete(backend: keyring.backend.KeyringBackend, service: str, accou
     try:
         backend.delete_password(service, account)
     except PasswordDeleteError:
-        return False
+        # Some backends say so when the entry vanished since we read it (another process
+        # deleted it): that is a success. An entry still there was not deleted: say so.
+        if backend.get_password(service, account) is None:
+            return False
+        raise
     return True
+
+
+def _keyring_absent(exc: StorageError) -> bool:
+    """Whether a keyring failure means there is no keyring at all (nothing can be stored there).
+
+    A headless server has no backend (keyring's fail backend raises ``NoKeyringError``) or no
+    keyring package: such a keyring holds no login, so falling back to the file loses nothing.
+    Any other failure (a locked or stopped keyring, a refused write) may leave a login there.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, ImportError):
+        return True
+    errors = sys.modules.get("keyring.errors")
+    return errors is not None and isinstance(cause, errors.NoKeyringError)
+
+
+def newer_login(in_keyring: AuthDotJson, in_file: AuthDotJson) -> AuthDotJson:
+    """Choose between a keyring entry and an ``auth.json`` found next to it (``auto`` mode).
+
+    A keyring save removes ``auth.json``, so a file beside an entry was written after that
+    entry: by a keyring save that failed and fell back to the file, or by a Codex in file mode.
+    The file wins, unless the entry says it was refreshed later (a keyring save that could not
+    remove the older file).
+
+    Args:
+        in_keyring: The keyring's entry.
+        in_file: The file's login.
+
+    Returns:
+        The one to use.
+    """
+    ring, file = in_keyring.last_refresh, in_file.last_refresh
+    if ring is not None and file is not None and ring > file:
+        return in_keyring
+    return in_file
 
 
 @attrs.define
@@ -246,8 +286,13 @@ class AutoAuthStore:
     """The keyring when it works, else ``auth.json``: Codex's ``auto`` mode.
 
     Load tries the keyring and falls back to the file when the keyring has no entry or fails
-    (with a warning); save tries the keyring and falls back to the file when it fails. Writes
-    take the home's commit locks; ``lock()`` is the file store's refresh lock.
+    (with a warning); save tries the keyring and falls back to the file when it fails. The
+    newest login always wins: a save that falls back to the file also removes the keyring's
+    older entry, and a load that finds both reads the file (see :func:`newer_login`), so a
+    refresh token the file has replaced is never spent again. A delete that cannot clear a
+    keyring that may hold the login raises :class:`StorageError` (a machine with no keyring
+    backend at all only removes the file). Writes take the home's commit locks; ``lock()`` is
+    the file store's refresh lock.
 
     Args:
         home: The Codex home folder.
@@ -280,22 +325,35 @@ class AutoAuthStore:
         return "auto"
 
     async def load(self) -> AuthDotJson | None:
-        """Load from the keyring, else from the file.
+        """Load from the keyring, else from the file; when both hold a login, the newer one.
 
         Returns:
             The payload, or ``None``.
 
         Raises:
-            StorageError: The file is corrupt or unreadable (keyring errors only warn).
+            StorageError: The file is corrupt or unreadable while the keyring has no entry
+                (keyring errors only warn).
         """
         try:
-            data = await self._keyring.load()
+            in_keyring = await self._keyring.load()
         except StorageError as exc:
             self._fallback("Keyring unavailable, using %s: %s", exc)
-            data = None
-        if data is not None:
-            return data
-        return await self._file.load()
+            in_keyring = None
+        if in_keyring is None:
+            return await self._file.load()
+        # A keyring save that failed wrote the file instead and may have left its older entry:
+        # reading only the keyring would spend a refresh token the file has already replaced.
+        try:
+            in_file = await self._file.load()
+        except StorageError as exc:
+            logger.warning("Using the keyring's login; %s is unreadable: %s", self._file.path, exc)
+            return in_keyring
+        if in_file is None:
+            return in_keyring
+        chosen = newer_login(in_keyring, in_file)
+        if chosen is in_file:
+            logger.debug("%s is newer than the keyring's entry; using it", self._file.path)
+        return chosen
 
     async def _write(self, data: AuthDotJson) -> None:
         try:
@@ -308,18 +366,41 @@ class AutoAuthStore:
                 await _in_thread(lambda: _atomic_write(path, payload))
             except OSError as write_exc:
                 raise self._file._write_error(write_exc) from write_exc  # noqa: SLF001 -- same module
+            if not _keyring_absent(exc):
+                await self._drop_stale_entry()
+
+    async def _drop_stale_entry(self) -> None:
+        # The keyring refused the new login but may still hold the old one, which Codex (and
+        # an older aioscopedauth) reads first: remove it. If that fails too, load() still
+        # prefers the newer file.
+        keyring = self._keyring
+        try:
+            await keyring._call(  # noqa: SLF001 -- same module
+                "failed to remove the older login from the keyring",
+                lambda b: _keyring_delete(b, keyring.service, keyring.account),
+            )
+        except StorageError as exc:
+            logger.debug("The keyring may still hold an older login: %s", exc)
 
     async def _remove(self) -> bool:
         try:
             return await self._keyring._remove_entry()  # noqa: SLF001 -- its unlocked half
         except StorageError as exc:
-            self._fallback("Keyring delete failed, removing %s only: %s", exc)
             path = self._file.path
             try:
-                return await _in_thread(lambda: _unlink(path))
+                removed = await _in_thread(lambda: _unlink(path))
             except OSError as rm_exc:
                 msg = f"Could not remove {path}: {_describe_os_error(rm_exc)}. Remove it by hand."
                 raise StorageError(msg, path=path) from rm_exc
+            if not _keyring_absent(exc):
+                # The keyring may still hold the login, and the next load would use it.
+                msg = (
+                    f"{exc}. The login may still be in the keyring (auth.json was removed); "
+                    "unlock the keyring and log out again."
+                )
+                raise StorageError(msg) from exc
+            self._fallback("No keyring; removing %s only: %s", exc)
+            return removed
 
     async def save(self, data: AuthDotJson) -> None:
         """Save to the keyring, else to the file.
@@ -340,7 +421,9 @@ class AutoAuthStore:
             Whether either existed.
 
         Raises:
-            StorageError: The file could not be removed (keyring errors only warn).
+            StorageError: The file could not be removed, or the keyring failed and may still
+                hold the login (the file is removed all the same). With no keyring backend at
+                all, only the file is removed.
         """
         async with self._file.commit_locks():
             return await self._remove()
@@ -358,7 +441,8 @@ class AutoAuthStore:
             What was stored before and after, and whether this call wrote.
 
         Raises:
-            StorageError: The file is corrupt or unreadable, or neither place could be written.
+            StorageError: The file is corrupt or unreadable, neither place could be written,
+                or a removal could not clear the keyring (as :meth:`delete`).
         """
         async with self._file.commit_locks():
             return await _apply(change, self.load, self._remove, self._write)

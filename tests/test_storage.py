@@ -480,14 +480,22 @@ async def test_auto_store_falls_back_to_the_file_with_one_warning(
         await store.save(data)
         assert await store.load() == data
         assert await store.load() == data
-        assert await store.delete() is True
+        # A keyring that is there but failing may still hold a login: the delete says so.
+        with pytest.raises(StorageError, match=r"may still be in the keyring \(auth\.json was "):
+            await store.delete()
     assert _mode(home) == 0o700
     assert not (home / "auth.json").exists()
     assert [(r.levelno, r.getMessage().split(",")[0]) for r in caplog.records] == [
         (logging.WARNING, "Keyring save failed"),
+        (
+            logging.DEBUG,
+            (
+                "The keyring may still hold an older login: failed to remove the older login from "
+                "the keyring: the keyring daemon is not running"
+            ),
+        ),
         (logging.DEBUG, "Keyring unavailable"),
         (logging.DEBUG, "Keyring unavailable"),
-        (logging.DEBUG, "Keyring delete failed"),
     ]
     for record in caplog.records:
         for canary in CANARIES:

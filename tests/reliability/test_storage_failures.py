@@ -13,9 +13,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import attrs
 import keyring.backend
+import keyring.backends.fail
+import keyring.errors
 import pytest
 
 from aioscopedauth import (
@@ -24,9 +28,13 @@ from aioscopedauth import (
     AutoAuthStore,
     FileAuthStore,
     KeyringAuthStore,
+    OAuthConfig,
     StorageError,
+    store_key,
 )
-from aioscopedauth.testing import write_auth_json
+from aioscopedauth.testing import FakeAuthServer, chatgpt_auth, write_auth_json
+
+from support import MemoryKeyring
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -292,3 +300,117 @@ def test_the_first_keyring_use_discovers_the_backend_off_the_loop_within_the_tim
         "Unlock it and retry."
     )
     assert result["ticks"] >= 5  # the loop kept turning while the backend was discovered
+
+
+# -- item 2: a keyring that refuses writes never brings back an older login ------------------
+
+
+class ReadOnlyKeyring(MemoryKeyring):
+    """A real backend that reads but refuses every write, as a size-limited or locked one."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.calls.append("set")
+        raise keyring.errors.PasswordSetError("the collection is read-only")
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.calls.append("delete")
+        raise keyring.errors.PasswordDeleteError("the collection is read-only")
+
+
+class NoWritesKeyring(MemoryKeyring):
+    """A real backend that refuses new entries (too large) but can delete its old one."""
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.calls.append("set")
+        raise keyring.errors.PasswordSetError("the entry is too large for this keyring")
+
+
+def _entry(home: Path) -> tuple[str, str]:
+    return ("Codex Auth", store_key(home))
+
+
+async def test_a_refresh_the_keyring_refused_is_what_the_next_process_spends(
+    home: Path, oauth: OAuthConfig, server: FakeAuthServer
+) -> None:
+    backend = ReadOnlyKeyring()
+    backend.entries[_entry(home)] = server.login().to_json(compact=True)
+    async with AuthManager(AutoAuthStore(home, backend=backend), oauth) as first:
+        assert await first.refresh_token() is True  # the keyring refuses it: auth.json has it
+    assert (home / "auth.json").exists()
+    # Load, re-read under the refresh lock, commit (read, refused write), then the older entry
+    # could not be removed either: get, delete, get.
+    assert backend.calls == ["get", "get", "get", "set", "get", "delete", "get"]
+    async with AuthManager(AutoAuthStore(home, backend=backend), oauth) as second:
+        assert await second.refresh_token() is True  # spends the newest refresh token
+    assert (server.refreshes, server.reuse_answers) == (2, 0)
+
+
+async def test_a_save_the_keyring_refuses_removes_its_older_entry(home: Path) -> None:
+    backend = NoWritesKeyring()
+    backend.entries[_entry(home)] = chatgpt_auth(refresh_token="old").to_json(compact=True)
+    new = chatgpt_auth(refresh_token="new")
+    await AutoAuthStore(home, backend=backend).save(new)
+    assert backend.entries == {}
+    assert await FileAuthStore(home).load() == new
+    assert await AutoAuthStore(home, backend=backend).load() == new
+
+
+@pytest.mark.parametrize(
+    ("keyring_refreshed", "file_refreshed", "winner"),
+    [
+        (None, None, "file"),
+        (timedelta(0), timedelta(0), "file"),
+        (timedelta(0), timedelta(minutes=1), "file"),
+        (None, timedelta(minutes=1), "file"),
+        (timedelta(minutes=1), None, "file"),
+        # The keyring saved later but could not remove the older file.
+        (timedelta(minutes=1), timedelta(0), "keyring"),
+    ],
+)
+async def test_a_login_in_both_places_loads_the_newer(
+    home: Path,
+    keyring_refreshed: timedelta | None,
+    file_refreshed: timedelta | None,
+    winner: str,
+) -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    backend = ReadOnlyKeyring()
+    in_keyring = chatgpt_auth(refresh_token="in-keyring")
+    in_keyring = attrs.evolve(
+        in_keyring, last_refresh=None if keyring_refreshed is None else start + keyring_refreshed
+    )
+    in_file = chatgpt_auth(refresh_token="in-file")
+    in_file = attrs.evolve(
+        in_file, last_refresh=None if file_refreshed is None else start + file_refreshed
+    )
+    backend.entries[_entry(home)] = in_keyring.to_json(compact=True)
+    write_auth_json(home, in_file)
+    loaded = await AutoAuthStore(home, backend=backend).load()
+    assert loaded == (in_file if winner == "file" else in_keyring)
+
+
+async def test_logout_that_cannot_clear_the_keyring_raises(home: Path, oauth: OAuthConfig) -> None:
+    backend = ReadOnlyKeyring()
+    backend.entries[_entry(home)] = chatgpt_auth().to_json(compact=True)
+    write_auth_json(home, chatgpt_auth(refresh_token="in-file"))
+    async with AuthManager(AutoAuthStore(home, backend=backend), oauth) as manager:
+        with pytest.raises(StorageError) as raised:
+            await manager.logout()
+    assert str(raised.value) == (
+        "failed to delete auth from keyring: the collection is read-only. The login may still "
+        "be in the keyring (auth.json was removed); unlock the keyring and log out again."
+    )
+    assert not (home / "auth.json").exists()
+    # The keyring-only store says so too, instead of answering False.
+    with pytest.raises(StorageError, match=r"^failed to delete auth from keyring: the collection"):
+        await KeyringAuthStore(home, backend=backend).delete()
+    assert _entry(home) in backend.entries
+
+
+async def test_logout_on_a_machine_without_a_keyring_removes_the_file(home: Path) -> None:
+    write_auth_json(home, chatgpt_auth())
+    no_backend = keyring.backends.fail.Keyring()  # type: ignore[no-untyped-call]  # untyped
+    store = AutoAuthStore(home, backend=no_backend)
+    assert await store.delete() is True
+    assert not (home / "auth.json").exists()
+    assert await store.delete() is False
