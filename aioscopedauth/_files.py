@@ -98,8 +98,9 @@ def _atomic_write(path: Path, payload: bytes) -> None:
             # Root saving another user's login keeps it theirs (a root-owned 0600 file would
             # lock the user out of their own login).
             os.fchown(fd, existing.st_uid, existing.st_gid)
-        elif existing is None:
-            # A first save by root into a user's home: the new file is the home owner's.
+        elif existing is None or existing.st_uid == 0:
+            # Root saving into a user's home (a first save, or over a file root left there):
+            # the new file is the home owner's.
             give_to_folder_owner(fd, tmp)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)

@@ -74,9 +74,9 @@ async def test_root_saving_a_users_login_leaves_every_file_theirs(home: Path) ->
 
 
 @only_root
-async def test_lock_files_root_left_behind_are_given_back(home: Path) -> None:
+async def test_files_root_left_behind_are_given_back(home: Path) -> None:
     home.mkdir(mode=0o700)
-    for name in ("auth.lock", "auth.json.lock", "aioscopedauth-refresh.lock"):
+    for name in ("auth.json", "auth.lock", "auth.json.lock", "aioscopedauth-refresh.lock"):
         (home / name).touch(mode=0o600)
     os.chown(home, NOBODY, NOBODY)
     store = FileAuthStore(home)
