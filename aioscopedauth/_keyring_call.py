@@ -96,6 +96,7 @@ class KeyringGate:
             try:
                 await asyncio.wait_for(freed, max(0.0, deadline - loop.time()))
             except TimeoutError:
+                self._abandon(running)
                 raise _timed_out(what, limit) from None
         result: asyncio.Future[_T] = loop.create_future()
         thread = threading.Thread(
@@ -110,10 +111,15 @@ class KeyringGate:
         try:
             return await asyncio.wait_for(result, max(0.0, deadline - loop.time()))
         except TimeoutError:
-            with self._guard:
-                if self._running is mine:
-                    mine.abandoned = True
+            self._abandon(mine)
             raise _timed_out(what, limit) from None
+
+    def _abandon(self, call: _Running) -> None:
+        # The call has outlived a caller's time limit: later callers fail at once rather
+        # than wait for it (it may never end).
+        with self._guard:
+            if self._running is call:
+                call.abandoned = True
 
     def _run(
         self,

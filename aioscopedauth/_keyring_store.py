@@ -152,11 +152,11 @@ class KeyringAuthStore:
                 _describe_os_error(exc),
             )
 
+    async def _delete_entry(self, what: str = "failed to delete auth from keyring") -> bool:
+        return await self._call(what, lambda b: _keyring_delete(b, self.service, self.account))
+
     async def _remove_entry(self) -> bool:
-        existed = await self._call(
-            "failed to delete auth from keyring",
-            lambda b: _keyring_delete(b, self.service, self.account),
-        )
+        existed = await self._delete_entry()
         path = self._file.path
         try:
             removed_file = await _in_thread(lambda: _unlink(path))
@@ -373,34 +373,35 @@ class AutoAuthStore:
         # The keyring refused the new login but may still hold the old one, which Codex (and
         # an older aioscopedauth) reads first: remove it. If that fails too, load() still
         # prefers the newer file.
-        keyring = self._keyring
         try:
-            await keyring._call(  # noqa: SLF001 -- same module
-                "failed to remove the older login from the keyring",
-                lambda b: _keyring_delete(b, keyring.service, keyring.account),
+            await self._keyring._delete_entry(  # noqa: SLF001 -- same module
+                "failed to remove the older login from the keyring"
             )
         except StorageError as exc:
             logger.debug("The keyring may still hold an older login: %s", exc)
 
     async def _remove(self) -> bool:
+        keyring_error: StorageError | None = None
         try:
-            return await self._keyring._remove_entry()  # noqa: SLF001 -- its unlocked half
+            existed = await self._keyring._delete_entry()  # noqa: SLF001 -- same module
         except StorageError as exc:
-            path = self._file.path
-            try:
-                removed = await _in_thread(lambda: _unlink(path))
-            except OSError as rm_exc:
-                msg = f"Could not remove {path}: {_describe_os_error(rm_exc)}. Remove it by hand."
-                raise StorageError(msg, path=path) from rm_exc
-            if not _keyring_absent(exc):
+            existed, keyring_error = False, exc
+        path = self._file.path
+        try:
+            removed = await _in_thread(lambda: _unlink(path))
+        except OSError as rm_exc:
+            msg = f"Could not remove {path}: {_describe_os_error(rm_exc)}. Remove it by hand."
+            raise StorageError(msg, path=path) from rm_exc
+        if keyring_error is not None:
+            if not _keyring_absent(keyring_error):
                 # The keyring may still hold the login, and the next load would use it.
                 msg = (
-                    f"{exc}. The login may still be in the keyring (auth.json was removed); "
-                    "unlock the keyring and log out again."
+                    f"{keyring_error}. The login may still be in the keyring (auth.json was "
+                    "removed); unlock the keyring and log out again."
                 )
-                raise StorageError(msg) from exc
-            self._fallback("No keyring; removing %s only: %s", exc)
-            return removed
+                raise StorageError(msg) from keyring_error
+            self._fallback("No keyring; removing %s only: %s", keyring_error)
+        return existed or removed
 
     async def save(self, data: AuthDotJson) -> None:
         """Save to the keyring, else to the file.

@@ -209,6 +209,24 @@ async def test_thirty_reloads_of_an_auto_store_strand_one_thread(
     assert len(_keyring_threads() - before) == 1
 
 
+async def test_a_hung_call_whose_caller_was_cancelled_is_still_the_only_one(
+    home: Path, gated_keyring: GatedKeyring
+) -> None:
+    store = KeyringAuthStore(home, timeout=0.3, backend=gated_keyring)
+    cancelled = asyncio.create_task(store.load())
+    assert await asyncio.to_thread(gated_keyring.entered.wait, 30)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    # The next caller waits for the running call, up to its time limit, then gives up on it ...
+    with pytest.raises(StorageError, match=r"did not answer within 0\.3 s"):
+        await store.load()
+    # ... and from then on callers fail at once.
+    with pytest.raises(StorageError, match=r"has not answered a call made \d+ s ago"):
+        await store.load()
+    assert gated_keyring.calls == 1
+
+
 async def test_concurrent_keyring_calls_of_one_store_take_turns(
     home: Path, gated_keyring: GatedKeyring
 ) -> None:
