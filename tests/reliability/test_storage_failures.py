@@ -205,6 +205,10 @@ async def test_thirty_reloads_of_an_auto_store_strand_one_thread(
     assert changes == [True] + [False] * 29  # each reload fell back to auth.json, in time
     assert auth is not None
     assert auth.data == data
+    # Saves fall back to the file at once too, without a call (or a thread) more.
+    for n in range(5):
+        await store.save(AuthDotJson.for_api_key(f"sk-{n}"))
+    assert await FileAuthStore(home).load() == AuthDotJson.for_api_key("sk-4")
     assert gated_keyring.calls == 1
     assert len(_keyring_threads() - before) == 1
 
