@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import stat
 import threading
 import time
 from typing import TYPE_CHECKING, TypeVar
@@ -49,6 +50,8 @@ __all__ = [
     "codex_commit_locks",
     "commit_locks_if_free",
     "file_lock",
+    "give_to_folder_owner",
+    "make_private_dir",
     "refreshed_payload",
     "run_in_thread",
 ]
@@ -110,12 +113,67 @@ def _describe_os_error(exc: OSError) -> str:
     return exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
 
 
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` (and missing parents) ``0700``; as root, owned like its parent.
+
+    Root creating a user's home (``sudo aioscopedauth login --home ~u/.codex``) gives the new
+    folders to the owner of the nearest existing one, so the user can use them afterwards.
+    """
+    if directory.is_dir():
+        return
+    missing: list[Path] = []
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir's mode is filtered by the umask; set it exactly on the folder we created.
+    directory.chmod(0o700)
+    if os.geteuid() != 0:
+        return
+    owner = existing.stat()
+    if owner.st_uid == 0:
+        return
+    for created in reversed(missing):
+        # Not following symlinks: a folder swapped for a link since we made it is left alone.
+        with contextlib.suppress(OSError):
+            os.chown(created, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
+def give_to_folder_owner(fd: int, path: Path) -> None:
+    """As root, give the file open at ``fd`` to the owner of its folder, if root owns it.
+
+    Root saving or refreshing a user's login must not leave root-owned files in their home:
+    afterwards the user's own processes (and Codex) could not open them. Only a regular file
+    that sits at ``path`` itself (not a symlink's target) with no other hard link is given away,
+    so a user who points a lock file's name at a file of root's never gets that file.
+    """
+    if os.geteuid() != 0:
+        return
+    status = os.fstat(fd)
+    if status.st_uid != 0 or status.st_nlink != 1 or not stat.S_ISREG(status.st_mode):
+        return
+    try:
+        here = path.lstat()
+        folder = path.parent.stat()
+    except OSError:
+        return
+    if (here.st_dev, here.st_ino) != (status.st_dev, status.st_ino) or folder.st_uid == 0:
+        return
+    # Best effort: where root cannot chown (a root-squashed share), the file stays as it was.
+    with contextlib.suppress(OSError):
+        os.fchown(fd, folder.st_uid, folder.st_gid)
+
+
 def _open_lock_file(path: Path, mode: int) -> int:
-    directory = path.parent
-    if not directory.is_dir():
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    make_private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        give_to_folder_owner(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class _Abandoned(Exception):  # noqa: N818 -- a private marker, not an error anyone sees

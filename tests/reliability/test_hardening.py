@@ -32,7 +32,8 @@ from aioscopedauth import (
     TransientRefreshError,
     load_providers,
 )
-from aioscopedauth import _storage as storage_module
+from aioscopedauth import _file_store as storage_module
+from aioscopedauth import _files as files_module
 from aioscopedauth.testing import FakeAuthServer, make_id_token, make_jwt, write_auth_json
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ async def test_a_cancelled_save_never_lands_after_a_newer_one(
     # A slow disk cannot be made in a test: the real write is held at its start by an event
     # (the only injected delay here), so the cancelled save is still writing when a newer
     # save begins. It used to land a second after the newer one.
-    real_write = storage_module._atomic_write
+    real_write = files_module._atomic_write
     writing, release = threading.Event(), threading.Event()
 
     def held_write(path: Path, payload: bytes) -> None:
