@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ._errors import AuthError
+from ._storage import WatchableStore
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -42,9 +43,8 @@ class StoreWatcher:
         if self.watched:
             return
         self.watched = True
-        watch = getattr(self.store, "watch", None)
-        if callable(watch):
-            self.unwatch = watch(self.changed)
+        if isinstance(self.store, WatchableStore):
+            self.unwatch = self.store.watch(self.changed)
 
     def changed(self) -> None:
         """The store says another writer changed it: one reload, however many notices."""
