@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from ._errors import (
         AuthDataError,
         AuthError,
+        ClientConfigError,
         CommandError,
         ConfigError,
+        LoginError,
         LoginRestrictionError,
         RefreshError,
         RefreshFailureReason,

@@ -9,7 +9,10 @@
 // refreshTokenTtl (seconds); deviceInterval (seconds, sent as `interval` in the device
 // authorization answer; null sends none, as oidc-provider does); enforceInterval (answer
 // `slow_down` to a device poll sooner than `interval` after the previous one, as RFC 8628
-// §3.5 allows and several public providers do; oidc-provider itself never sends slow_down).
+// §3.5 allows and several public providers do; oidc-provider itself never sends slow_down);
+// deviceFlow (false: no device flow at all, so its grant is an unsupported_grant_type);
+// rfcErrorCodes (false: a grant the client may not use is invalid_request, as oidc-provider
+// says, instead of RFC 6749's unauthorized_client).
 //
 // Beside the provider's own endpoints:
 //   GET  /interaction/:uid          JSON: {uid, prompt, params} of a pending login/consent
@@ -40,6 +43,8 @@ const config = {
   refreshTokenTtl: 24 * 3600,
   deviceInterval: 1,
   enforceInterval: true,
+  deviceFlow: true,
+  rfcErrorCodes: true,
   ...JSON.parse(rawConfig || '{}'),
 };
 
@@ -143,8 +148,13 @@ await new Promise((resolve) => { server.listen(0, '127.0.0.1', resolve); });
 const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
 
+const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+const clients = config.deviceFlow ? CLIENTS : CLIENTS.map((client) => ({
+  ...client, grant_types: client.grant_types.filter((gty) => gty !== DEVICE_GRANT),
+}));
+
 const provider = new Provider(issuer, {
-  clients: CLIENTS,
+  clients,
   scopes: ['openid', 'offline_access', 'email', 'api:read', 'api:write'],
   claims: { openid: ['sub'], email: ['email', 'email_verified'] },
   cookies: { keys: ['aioscopedauth test cookie key'] },
@@ -175,7 +185,7 @@ const provider = new Provider(issuer, {
     introspection: { enabled: true },
     revocation: { enabled: true },
     deviceFlow: {
-      enabled: true,
+      enabled: config.deviceFlow,
       async userCodeInputSource(ctx, form) {
         ctx.body = `<!DOCTYPE html><html><body>${form}</body></html>`;
       },
@@ -208,6 +218,18 @@ provider.use(async (ctx, next) => {
   }
 });
 
+// oidc-provider answers a grant the client may not use with invalid_request; RFC 6749 §5.2
+// names that unauthorized_client, which is what most providers send. Sent as the RFC says
+// unless rfcErrorCodes is false.
+provider.use(async (ctx, next) => {
+  await next();
+  if (config.rfcErrorCodes && ctx.path === '/token' && ctx.status === 400
+      && ctx.body?.error === 'invalid_request'
+      && ctx.body.error_description === 'requested grant type is not allowed for this client') {
+    ctx.body = { ...ctx.body, error: 'unauthorized_client' };
+  }
+});
+
 // A poll sooner than `interval` after the previous one is answered slow_down (RFC 8628 §3.5).
 provider.use(async (ctx, next) => {
   if (config.enforceInterval && config.deviceInterval !== null
@@ -217,7 +239,7 @@ provider.use(async (ctx, next) => {
     ctx.req.body = text;
     const body = Object.fromEntries(new URLSearchParams(text));
     const code = body.device_code;
-    if (body.grant_type === 'urn:ietf:params:oauth:grant-type:device_code' && code) {
+    if (body.grant_type === DEVICE_GRANT && code) {
       const now = Date.now();
       const previous = lastPoll.get(code);
       lastPoll.set(code, now);

@@ -7,15 +7,11 @@ nothing; these tests fail first.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 import aiohttp
 
-from oidc.harness import NATIVE, REDIRECT_URI
+from oidc.harness import NATIVE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,36 +24,6 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 async def _post(url: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.post(url, data=form) as response:
         return response.status, await response.json()
-
-
-async def native_login(oidc: OidcProvider, redirect_uri: str = REDIRECT_URI) -> dict[str, Any]:
-    """A browser login of the public native client (PKCE S256); the token answer."""
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-    query = {
-        "client_id": NATIVE,
-        "response_type": "code",
-        "redirect_uri": redirect_uri,
-        "scope": "openid offline_access",
-        "prompt": "consent",
-        "state": "s1",
-        "code_challenge": challenge.rstrip(b"=").decode(),
-        "code_challenge_method": "S256",
-    }
-    back = await oidc.authorize(f"{oidc.issuer}/auth?{urlencode(query)}", redirect_uri=redirect_uri)
-    assert back["state"] == "s1"
-    status, answer = await _post(
-        oidc.token_url,
-        {
-            "grant_type": "authorization_code",
-            "code": back["code"],
-            "redirect_uri": redirect_uri,
-            "client_id": NATIVE,
-            "code_verifier": verifier,
-        },
-    )
-    assert status == 200, answer
-    return answer
 
 
 async def test_discovery_names_every_endpoint_the_suite_uses(oidc: OidcProvider) -> None:
@@ -83,7 +49,7 @@ async def test_a_refresh_token_presented_twice_revokes_the_grant(
 ) -> None:
     oidc = start_oidc()
     # Any loopback port is accepted for the native client (RFC 8252 §7.3).
-    first = await native_login(oidc, "http://127.0.0.1:4711/callback")
+    first = await oidc.code_login(redirect_uri="http://127.0.0.1:4711/callback")
     assert first["token_type"] == "Bearer"
     assert first["expires_in"] == 60
     refresh = {"grant_type": "refresh_token", "client_id": NATIVE}
