@@ -153,12 +153,18 @@ class OidcProvider:
         ):
             return r.status
 
-    async def introspect(self, token: str, client: tuple[str, str] = BASIC) -> dict[str, Any]:
-        """RFC 7662 introspection of ``token`` by ``client``."""
+    async def introspect(self, token: str, client: str | tuple[str, str] = BASIC) -> dict[str, Any]:
+        """RFC 7662 introspection of ``token`` by ``client`` (a public one by its id alone)."""
         url = f"{self.issuer}/token/introspection"
+        form = {"token": token}
+        headers = {}
+        if isinstance(client, str):
+            form["client_id"] = client
+        else:
+            headers = _basic(client)
         async with (
             aiohttp.ClientSession() as http,
-            http.post(url, data={"token": token}, headers=_basic(client)) as r,
+            http.post(url, data=form, headers=headers) as r,
         ):
             r.raise_for_status()
             result: dict[str, Any] = await r.json()

@@ -8,7 +8,8 @@
 // CONFIG_JSON (all optional): accessTokenTtl, clientCredentialsTtl, deviceCodeTtl,
 // refreshTokenTtl (seconds); deviceInterval (seconds, sent as `interval` in the device
 // authorization answer; null sends none, as oidc-provider does); enforceInterval (answer
-// `slow_down` to a device poll sooner than `interval` after the previous one, as RFC 8628
+// `slow_down` to a device poll sooner than `interval` after the previous one, or than this
+// many seconds when it is a number, as RFC 8628
 // §3.5 allows and several public providers do; oidc-provider itself never sends slow_down);
 // deviceFlow (false: no device flow at all, so its grant is an unsupported_grant_type);
 // rfcErrorCodes (false: a grant the client may not use is invalid_request, as oidc-provider
@@ -93,8 +94,9 @@ export const CLIENTS = [
     scope: 'api:read',
   },
   {
-    // A client that may not refresh: its refresh attempts end in unauthorized_client.
+    // A client that may not refresh (unauthorized_client) nor ask for more than `openid`.
     client_id: 'no-refresh-client',
+    scope: 'openid',
     client_secret: 'no-refresh secret',
     token_endpoint_auth_method: 'client_secret_basic',
     application_type: 'native',
@@ -223,16 +225,18 @@ provider.use(async (ctx, next) => {
 // unless rfcErrorCodes is false.
 provider.use(async (ctx, next) => {
   await next();
-  if (config.rfcErrorCodes && ctx.path === '/token' && ctx.status === 400
+  if (config.rfcErrorCodes && ['/token', '/device/auth'].includes(ctx.path) && ctx.status === 400
       && ctx.body?.error === 'invalid_request'
-      && ctx.body.error_description === 'requested grant type is not allowed for this client') {
+      && /is not allowed for this client$/.test(ctx.body.error_description || '')) {
     ctx.body = { ...ctx.body, error: 'unauthorized_client' };
   }
 });
 
 // A poll sooner than `interval` after the previous one is answered slow_down (RFC 8628 §3.5).
 provider.use(async (ctx, next) => {
-  if (config.enforceInterval && config.deviceInterval !== null
+  const enforced = typeof config.enforceInterval === 'number'
+    ? config.enforceInterval : config.deviceInterval;
+  if (config.enforceInterval && enforced !== null
       && ctx.path === '/token' && ctx.method === 'POST' && ctx.is('application/x-www-form-urlencoded')) {
     const text = await readText(ctx.req);
     // The provider reads the body itself later: hand it the text again.
@@ -243,7 +247,7 @@ provider.use(async (ctx, next) => {
       const now = Date.now();
       const previous = lastPoll.get(code);
       lastPoll.set(code, now);
-      if (previous !== undefined && now - previous < config.deviceInterval * 1000) {
+      if (previous !== undefined && now - previous < enforced * 1000) {
         count(stats.tokenRequests, body.grant_type);
         count(stats.tokenErrors, `${body.grant_type} slow_down`);
         ctx.status = 400;
