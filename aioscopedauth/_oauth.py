@@ -378,6 +378,13 @@ def _lifetime(auth: Auth) -> tuple[datetime | None, timedelta | None]:
     """The access token's ``exp`` and lifetime (from ``iat``, else ``last_refresh``), if known."""
     if auth.data is None or auth.data.tokens is None:
         return None, None
+    stored = auth.data.tokens.expires_at
+    if stored is not None:
+        # A standard provider's login: the expiry its answer gave, whatever the token is.
+        issued = auth.data.last_refresh
+        if issued is None or stored <= issued:
+            return stored, None
+        return stored, stored - issued
     try:
         claims = decode_jwt_payload(auth.data.tokens.access_token)
     except AuthDataError:
@@ -394,7 +401,9 @@ def _lifetime(auth: Auth) -> tuple[datetime | None, timedelta | None]:
 def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
     """Return when a snapshot becomes due for a proactive refresh (reference §2.5).
 
-    Only managed ChatGPT auth is ever refreshed proactively.
+    Only managed ChatGPT auth is ever refreshed proactively. A login that stores its access
+    token's expiry (``tokens.expires_at``, a standard provider's) is due by that, opaque token
+    or not; else by the access token's ``exp``.
 
     Args:
         auth: The snapshot.
