@@ -11,9 +11,10 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -36,9 +37,6 @@ from ._model import (
     AuthMode,
     is_header_safe,
 )
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 __all__ = [
     "AUTHAPI_BASE_URL_ENV",
@@ -113,9 +111,9 @@ def _scopes(value: object) -> tuple[str, ...]:
     # refused by the validation below with a message, not a TypeError from here.
     if isinstance(value, str):
         return tuple(value.split())
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, Iterable):
         return tuple(value)
-    return (value,)  # type: ignore[return-value]  # refused by _check_scopes
+    return (value,)  # type: ignore[return-value]  # refused by _client_problem
 
 
 def _default_client_auth(config: OAuthConfig) -> ClientAuth:

@@ -51,6 +51,7 @@ def test_standard_defaults_follow_the_secret() -> None:
         ("openid offline_access", ("openid", "offline_access")),
         ("  openid\toffline_access ", ("openid", "offline_access")),
         (["openid", "api:read"], ("openid", "api:read")),
+        ((s for s in ("openid", "email")), ("openid", "email")),
         ((), ()),
     ],
 )

@@ -144,12 +144,13 @@ class OidcProvider:
             stats: dict[str, Any] = await r.json()
             return stats
 
-    async def call_resource(self, access_token: str) -> int:
-        """The status the protected resource answers for ``access_token``."""
+    async def call_resource(self, access_token: str, *, scope: str | None = None) -> int:
+        """The status the protected resource answers for ``access_token`` (needing ``scope``)."""
         headers = {"Authorization": f"Bearer {access_token}"}
+        params = {} if scope is None else {"scope": scope}
         async with (
             aiohttp.ClientSession() as http,
-            http.get(self.resource_url, headers=headers) as r,
+            http.get(self.resource_url, headers=headers, params=params) as r,
         ):
             return r.status
 

@@ -21,8 +21,10 @@
 //                                   everything asked; 303 back to the provider
 //   POST /interaction/:uid/abort    the user refuses (access_denied); 303 back
 //   GET  /device (confirm page)     the provider's page; the form carries the xsrf token
-//   GET  /resource                  a protected resource: 200 {sub, client_id, scope} for a
+//   GET  /resource[?scope=X]        a protected resource: 200 {sub, client_id, scope} for a
 //                                   live access token, else 401 with WWW-Authenticate
+//                                   (error="invalid_token"); 403 insufficient_scope when
+//                                   the token lacks scope X
 //   GET  /__test/stats              counters: token requests and errors per grant type,
 //                                   refresh-token reuse detections, grants revoked
 //   POST /__test/revoke-grants      revoke every grant of {"account": NAME}
@@ -320,6 +322,14 @@ async function resource(req, res) {
   }
   if (token.grantId && !(await provider.Grant.find(token.grantId))) {
     sendJson(res, 401, { error: 'invalid_token' }, challenge('invalid_token'));
+    return;
+  }
+  // ?scope=X: the resource needs scope X (RFC 6750 §3.1: 403 insufficient_scope without it).
+  const needed = new URL(req.url, issuer).searchParams.get('scope');
+  if (needed && !(token.scope || '').split(' ').includes(needed)) {
+    sendJson(res, 403, { error: 'insufficient_scope' }, {
+      'www-authenticate': `Bearer realm="${issuer}", error="insufficient_scope", scope="${needed}"`,
+    });
     return;
   }
   sendJson(res, 200, {

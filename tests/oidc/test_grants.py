@@ -143,8 +143,9 @@ async def test_device_login_end_to_end_and_never_polled_again(
 async def test_slow_down_adds_five_seconds_for_good(
     start_oidc: Callable[..., OidcProvider],
 ) -> None:
-    # The provider says 0.2 s but enforces 1 s: the second poll is answered slow_down.
-    oidc = start_oidc(deviceInterval=0.2, enforceInterval=1)
+    # The provider says 0.2 s but enforces 3 s: the second poll is answered slow_down (with
+    # seconds to spare on a loaded machine); the third, 5.2 s later, is not.
+    oidc = start_oidc(deviceInterval=0.2, enforceInterval=3)
     config = await _config(oidc, NATIVE, scopes=SCOPES)
     async with aiohttp.ClientSession() as http:
         device = await request_device_code(http, config)

@@ -110,3 +110,17 @@ async def test_polling_sooner_than_the_interval_is_answered_slow_down(
     assert first["error"] == "authorization_pending"
     status, second = await _post(oidc.token_url, poll)
     assert (status, second["error"]) == (400, "slow_down")
+
+
+async def test_the_resource_answers_as_rfc_6750_says(oidc: OidcProvider) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(oidc.resource_url, headers={"Authorization": "Bearer dead"}) as response,
+    ):
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == (
+            f'Bearer realm="{oidc.issuer}", error="invalid_token"'
+        )
+    login = await oidc.code_login()
+    assert await oidc.call_resource(login["access_token"], scope="openid") == 200
+    assert await oidc.call_resource(login["access_token"], scope="api:write") == 403
