@@ -26,14 +26,19 @@ def _codex_cache(version: str) -> pathlib.Path:
 
 
 CODEX_BINARY = "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+OIDC_DIR = ROOT / "tests" / "oidc"
+"""package.json and package-lock.json of the OpenID provider the oidc suite runs (pinned)."""
+OIDC_VERSION = "9.13.3"
+OIDC_CACHE = _codex_cache(OIDC_VERSION).parent / f"oidc-provider-{OIDC_VERSION}"
 
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 if shutil.which("npm"):
-    nox.options.sessions.append("interop")
+    nox.options.sessions += ["interop", "oidc"]
 elif not {"-s", "--session", "--sessions", "-e", "-l", "--list"} & set(sys.argv):
     print(  # noqa: T201 -- the one line the default run shows
-        "nox: interop suite skipped: npm is not on PATH (it installs "
-        f"@openai/codex {', '.join(CODEX_VERSIONS)}; run `nox -s interop` where npm is)",
+        "nox: interop and oidc suites skipped: npm is not on PATH (they install "
+        f"@openai/codex {', '.join(CODEX_VERSIONS)} and oidc-provider@{OIDC_VERSION}; run "
+        "`nox -s interop` and `nox -s oidc` where npm is)",
         file=sys.stderr,
     )
 PYTHONS = ["3.11", "3.12", "3.13"]
@@ -91,6 +96,7 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         "--ignore=tests/interop",
+        "--ignore=tests/oidc",
         *session.posargs,
         env={"AIOSCOPEDAUTH_REQUIRE_INSTALLED": "1"},
     )
@@ -125,6 +131,41 @@ def interop(session: nox.Session, codex: str) -> None:
             "AIOSCOPEDAUTH_CODEX_BIN": str(binary),
             "AIOSCOPEDAUTH_CODEX_VERSION": codex,
         },
+    )
+
+
+def _oidc_modules(session: nox.Session) -> pathlib.Path:
+    """Install the pinned provider into the cache once (again when the lock file changes)."""
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        session.error(f"npm and node are needed to install oidc-provider@{OIDC_VERSION}")
+    lock = (OIDC_DIR / "package-lock.json").read_bytes()
+    installed = OIDC_CACHE / "package-lock.json"
+    modules = OIDC_CACHE / "node_modules"
+    if not (modules / "oidc-provider").is_dir() or not (
+        installed.is_file() and installed.read_bytes() == lock
+    ):
+        OIDC_CACHE.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(OIDC_DIR / name, OIDC_CACHE / name)
+        session.run(
+            npm, "ci", "--prefix", str(OIDC_CACHE), "--no-audit", "--no-fund", "--loglevel=error",
+            external=True,
+        )  # fmt: skip
+    return modules
+
+
+@nox.session
+def oidc(session: nox.Session) -> None:
+    """Tests against a real OpenID provider (npm oidc-provider, pinned) on a loopback port."""
+    modules = _oidc_modules(session)
+    wheel = _build_wheel(session)
+    session.install(f"aioscopedauth[test] @ file://{wheel}")
+    session.run(
+        "pytest",
+        "tests/oidc",
+        *session.posargs,
+        env={"AIOSCOPEDAUTH_REQUIRE_INSTALLED": "1", "AIOSCOPEDAUTH_OIDC_MODULES": str(modules)},
     )
 
 

@@ -11,13 +11,18 @@ id token, or a command's output)::
     ├── CommandError             a bearer-token command failed, timed out or printed no token
     ├── LoginRestrictionError    the login breaks a forced method or workspace (logged out)
     ├── UnsupportedLoginError    the login's mode is one aioscopedauth cannot send requests with
+    ├── LoginError               a login did not complete (refused, expired); start it again
     └── RefreshError             a token refresh failed
         ├── RefreshTokenFailedError   permanent: log in again; carries a RefreshFailureReason
+        │   └── ClientConfigError     permanent: the provider refused the client's configuration
         └── TransientRefreshError     temporary: retry later; carries the HTTP status if any
 
 Permanent and transient refresh failures are told apart by type because callers do different
 things with them: a permanent one is cached per auth snapshot and never retried, a transient one
-is retried by the next request.
+is retried by the next request. ``ClientConfigError`` is also a :class:`ConfigError`: the
+provider refused the client itself (``invalid_client``, ``unauthorized_client``,
+``unsupported_grant_type``, ``invalid_scope``, ``invalid_request``), so no retry and no new login
+can help, only a fixed configuration; the refresh token was not spent and the login is kept.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthDataError",
     "AuthError",
+    "ClientConfigError",
     "CommandError",
     "ConfigError",
+    "LoginError",
     "LoginRestrictionError",
     "RefreshError",
     "RefreshFailureReason",
@@ -87,6 +94,23 @@ class CommandError(AuthError):
 
 class LoginRestrictionError(AuthError):
     """The stored login breaks a forced login method or workspace, and was logged out."""
+
+
+class LoginError(AuthError):
+    """A login did not complete: the user refused, the code expired, or the provider said no.
+
+    The message says why and what to do (usually: start the login again). Nothing was stored.
+
+    Args:
+        message: What happened.
+        error_code: The provider's OAuth error code (``access_denied``, ``expired_token`` …),
+            when it gave one.
+    """
+
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        """Create the error; see the class docstring for the arguments."""
+        super().__init__(message)
+        self.error_code = error_code
 
 
 class UnsupportedLoginError(AuthError):
@@ -173,17 +197,42 @@ class RefreshTokenFailedError(RefreshError):
     Args:
         reason: The classified reason.
         message: The user-facing message (reference §3.3).
+        error_code: The provider's OAuth error code (``invalid_grant`` …), when it gave one.
     """
 
-    def __init__(self, reason: RefreshFailureReason, message: str) -> None:
+    def __init__(
+        self, reason: RefreshFailureReason, message: str, *, error_code: str | None = None
+    ) -> None:
         """Create the error; see the class docstring for the arguments."""
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.error_code = error_code
 
     def __repr__(self) -> str:
         """Show the reason and the message (never a secret)."""
-        return f"RefreshTokenFailedError(reason={self.reason}, message={self.message!r})"
+        return f"{type(self).__name__}(reason={self.reason}, message={self.message!r})"
+
+
+class ClientConfigError(RefreshTokenFailedError, ConfigError):
+    """The provider refused the client's configuration: fix it; logging in again will not help.
+
+    Raised for the standard token endpoint errors that name the client, not the login:
+    ``invalid_client`` (unknown client, wrong secret or authentication method),
+    ``unauthorized_client`` (the grant is not allowed for this client),
+    ``unsupported_grant_type``, ``invalid_scope`` and ``invalid_request``. It is permanent
+    (cached like any :class:`RefreshTokenFailedError`, so a misconfigured client does not
+    hammer the provider), and it is a :class:`ConfigError`. The refresh token was not spent: a
+    fixed configuration refreshes the same login.
+
+    Args:
+        error_code: The provider's error code.
+        message: What is wrong and what to check.
+    """
+
+    def __init__(self, error_code: str, message: str) -> None:
+        """Create the error; see the class docstring for the arguments."""
+        super().__init__(RefreshFailureReason.OTHER, message, error_code=error_code)
 
 
 class TransientRefreshError(RefreshError):

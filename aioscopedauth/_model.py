@@ -13,7 +13,7 @@ import json
 import re
 import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -40,6 +40,8 @@ DEFAULT_ACCOUNT_HEADER = "ChatGPT-Account-ID"
 FEDRAMP_HEADER = "X-OpenAI-Fedramp"
 """Sent as ``true`` for accounts the whoami call reports as FedRAMP accounts (as Codex does)."""
 PAT_FIELD = "personal_access_token"
+EXPIRES_AT_FIELD = "expires_at"
+"""``tokens.expires_at``: the access token's absolute expiry, written for standard providers."""
 
 _TOP_KEYS = ("auth_mode", "OPENAI_API_KEY", "tokens", "last_refresh")
 _TOKEN_KEYS = ("id_token", "access_token", "refresh_token", "account_id")
@@ -272,6 +274,29 @@ class TokenData:
             extra=_extra(obj, _TOKEN_KEYS),
         )
 
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the access token expires, if the login stored it (``tokens.expires_at``).
+
+        Codex does not write it: a login of a standard provider does, from the token
+        endpoint's ``expires_in``, so that an opaque access token (no ``exp`` to read) is still
+        refreshed before it expires. It is kept in ``extra``, so a payload is written back
+        byte for byte. Read as an RFC 3339 timestamp, or seconds since the epoch; anything else
+        (or nothing) is ``None``: the expiry is unknown.
+        """
+        value = self.extra.get(EXPIRES_AT_FIELD)
+        if isinstance(value, str):
+            try:
+                return parse_rfc3339(value)
+            except AuthDataError:
+                return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                return datetime.fromtimestamp(value, tz=UTC)
+            except (OverflowError, OSError, ValueError):
+                return None
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON object, in Codex's field order, unknown fields last."""
         out: dict[str, Any] = {
@@ -463,6 +488,7 @@ class AuthDotJson:
         access_token: str | None,
         refresh_token: str | None,
         now: datetime,
+        expires_at: datetime | Literal["keep"] | None = "keep",
     ) -> AuthDotJson:
         """Merge a token endpoint's answer into this (currently stored) payload (§3.4).
 
@@ -474,6 +500,10 @@ class AuthDotJson:
             access_token: The new access token, or ``None``.
             refresh_token: The new refresh token, or ``None``.
             now: The refresh time.
+            expires_at: The new access token's expiry (stored as ``tokens.expires_at``), or
+                ``None`` when the answer gave no lifetime (a stored one is removed: it was the
+                old token's). ``"keep"`` (the default) leaves what ``tokens`` has (Codex's
+                refresh).
 
         Returns:
             The merged payload.
@@ -495,6 +525,13 @@ class AuthDotJson:
                 access_token=old.access_token if access_token is None else access_token,
                 refresh_token=old.refresh_token if refresh_token is None else refresh_token,
             )
+        if expires_at != "keep":
+            extra = {k: v for k, v in new_tokens.extra.items() if k != EXPIRES_AT_FIELD}
+            if expires_at is not None:
+                # Where it was (dicts keep the order of the first insertion), else last.
+                extra = dict(new_tokens.extra)
+                extra[EXPIRES_AT_FIELD] = format_rfc3339(expires_at)
+            new_tokens = attrs.evolve(new_tokens, extra=extra)
         return attrs.evolve(self, tokens=new_tokens, last_refresh=now, last_refresh_text=None)
 
     @classmethod

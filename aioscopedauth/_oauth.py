@@ -1,17 +1,21 @@
 """The OAuth refresh-token request and the classification of its failures (reference §3).
 
 The decisions (which error code means what, is a failure permanent, when is a token stale) are
-small pure functions; :func:`request_token_refresh` is the only code here that does I/O.
+small pure functions; :func:`request_codex_refresh` is the only code here that does I/O.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -19,6 +23,7 @@ import attrs
 from ._errors import (
     AuthDataError,
     AuthError,
+    ConfigError,
     RefreshFailureReason,
     RefreshTokenFailedError,
     TransientRefreshError,
@@ -32,9 +37,6 @@ from ._model import (
     AuthMode,
     is_header_safe,
 )
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 __all__ = [
     "AUTHAPI_BASE_URL_ENV",
@@ -50,7 +52,7 @@ __all__ = [
     "min_refresh_gap",
     "parse_account_identity",
     "request_account_identity",
-    "request_token_refresh",
+    "request_codex_refresh",
 ]
 
 logger = logging.getLogger("aioscopedauth.oauth")
@@ -92,13 +94,57 @@ _CODES = {
 }
 
 
+Dialect = Literal["codex", "rfc6749"]
+"""How token requests are written and their errors read: Codex's JSON refresh, or RFC 6749."""
+ClientAuth = Literal["client_secret_basic", "client_secret_post", "none"]
+"""How the client authenticates at the token endpoint (RFC 6749 §2.3, OpenID Connect §9)."""
+DIALECTS: tuple[Dialect, ...] = ("codex", "rfc6749")
+CLIENT_AUTH_METHODS: tuple[ClientAuth, ...] = ("client_secret_basic", "client_secret_post", "none")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+"""RFC 6749 §3.3: a scope is printable ASCII without space, ``"`` or ``\\``."""
+
+
+def _scopes(value: object) -> tuple[str, ...]:
+    # A string is the space-delimited form of RFC 6749 §3.3 (`"openid offline_access"`); a
+    # tuple of one string per scope is the documented form. Anything else is kept as given and
+    # refused by the validation below with a message, not a TypeError from here.
+    if isinstance(value, str):
+        return tuple(value.split())
+    if isinstance(value, Iterable):
+        return tuple(value)
+    return (value,)  # type: ignore[return-value]  # refused by _client_problem
+
+
+def _default_client_auth(config: OAuthConfig) -> ClientAuth:
+    return "client_secret_basic" if config.client_secret is not None else "none"
+
+
 @attrs.frozen
 class OAuthConfig:
-    """Where and how managed OAuth tokens are refreshed.
+    """Where and how managed OAuth tokens are refreshed, and where logins go.
+
+    Two dialects: ``"codex"`` (the default, and :meth:`codex`) is Codex's own refresh, a JSON
+    body with the client id and Codex's error codes, exactly as Codex sends it; ``"rfc6749"``
+    (from :meth:`discover`, or asked for) is the standard one: form-encoded requests, client
+    authentication by ``client_auth``, the standard error codes (RFC 6749 §5.2) and
+    ``expires_in``.
 
     Args:
         token_url: The token endpoint.
         client_id: The OAuth client id sent with every refresh.
+        client_secret: The client's secret (confidential clients). Never shown in a ``repr``,
+            a log or an error.
+        client_auth: How the client authenticates: ``"client_secret_basic"`` (HTTP Basic,
+            id and secret form-encoded first, RFC 6749 §2.3.1), ``"client_secret_post"``
+            (both in the form) or ``"none"`` (a public client: only ``client_id`` in the
+            form). Defaults to ``"client_secret_basic"`` with a secret, else ``"none"``.
+        scopes: The scopes a login asks for (a tuple, or one space-delimited string). A
+            refresh asks for none (the provider keeps the granted ones).
+        device_authorization_url: The device authorization endpoint (RFC 8628), if any.
+        authorization_url: The authorization endpoint (browser logins), if any.
+        revocation_url: The revocation endpoint (RFC 7009), if any.
+        dialect: ``"codex"`` or ``"rfc6749"`` (see above). A client secret or a
+            ``client_auth`` other than ``"none"`` needs ``"rfc6749"``.
         account_header: The request header that carries the account id.
         refresh_window: Refresh this long before the access token's ``exp``. It is capped at a
             quarter of the token's lifetime, so short-lived tokens are not refreshed on every
@@ -127,6 +173,31 @@ class OAuthConfig:
     failure_backoff: timedelta = attrs.field(default=timedelta(seconds=5), kw_only=True)
     reuse_grace: timedelta = attrs.field(default=timedelta(seconds=6), kw_only=True)
     authapi_base_url: str | None = attrs.field(default=None, kw_only=True)
+    client_secret: str | None = attrs.field(default=None, kw_only=True, repr=False)
+    client_auth: ClientAuth = attrs.field(
+        default=attrs.Factory(_default_client_auth, takes_self=True), kw_only=True
+    )
+    scopes: tuple[str, ...] = attrs.field(default=(), kw_only=True, converter=_scopes)
+    device_authorization_url: str | None = attrs.field(default=None, kw_only=True)
+    authorization_url: str | None = attrs.field(default=None, kw_only=True)
+    revocation_url: str | None = attrs.field(default=None, kw_only=True)
+    dialect: Dialect = attrs.field(default="codex", kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        """Refuse impossible combinations with a :class:`ConfigError` that says what to change.
+
+        Raises:
+            ConfigError: See :func:`config_problem`.
+        """
+        problem = config_problem(self)
+        if problem is not None:
+            msg = f"OAuthConfig: {problem}"
+            raise ConfigError(msg)
+
+    @property
+    def is_standard(self) -> bool:
+        """Whether requests follow RFC 6749 (``dialect == "rfc6749"``)."""
+        return self.dialect == "rfc6749"
 
     def whoami_url(self) -> str:
         """Return the whoami endpoint for personal access tokens.
@@ -157,11 +228,160 @@ class OAuthConfig:
         url = os.environ.get(TOKEN_URL_OVERRIDE_ENV) or CODEX_TOKEN_URL
         return cls(url, CODEX_CLIENT_ID, **overrides)
 
+    @classmethod
+    async def discover(
+        cls,
+        issuer: str,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        scopes: Iterable[str] | str = (),
+        http: aiohttp.ClientSession | None = None,
+        **overrides: Any,  # noqa: ANN401 -- forwarded to __init__
+    ) -> OAuthConfig:
+        """Read a provider's metadata and return its standard (RFC 6749) configuration.
+
+        OpenID Connect discovery (``{issuer}/.well-known/openid-configuration``) is read
+        first, then RFC 8414 (``/.well-known/oauth-authorization-server``, inserted before
+        the issuer's path). The metadata must name the same ``issuer`` (a mix-up defence both
+        specifications require) and a ``token_endpoint``. ``client_auth`` is
+        ``"client_secret_basic"`` with a secret (``"client_secret_post"`` when that is the
+        only one the provider lists), else ``"none"``.
+
+        Args:
+            issuer: The issuer URL (``https``; ``http`` only on a loopback address).
+            client_id: The client id.
+            client_secret: The client secret of a confidential client.
+            scopes: The scopes logins ask for.
+            http: The session to read with (default: a new one, closed after).
+            **overrides: Any other field; it wins over what the metadata says.
+
+        Returns:
+            The configuration, ``dialect="rfc6749"``.
+
+        Raises:
+            ConfigError: The issuer is not a usable URL, neither document could be read or
+                used, or the result is an impossible combination. The message names the URL
+                and what to check.
+        """
+        from ._discovery import config_fields, discover_metadata  # noqa: PLC0415 -- on use
+
+        metadata = await discover_metadata(issuer, http=http, wait=overrides.get("timeout"))
+        fields = config_fields(
+            metadata, client_secret=client_secret, client_auth=overrides.get("client_auth")
+        )
+        fields.update(overrides)
+        return cls(
+            fields.pop("token_url"),
+            client_id,
+            client_secret=client_secret,
+            scopes=scopes,
+            dialect="rfc6749",
+            **{k: v for k, v in fields.items() if k != "dialect"},
+        )
+
+
+def _is_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
+def config_problem(config: OAuthConfig) -> str | None:
+    """Say what is impossible about a configuration, if anything (a pure check).
+
+    Args:
+        config: The configuration.
+
+    Returns:
+        One sentence naming the fields and what to change (never a secret's value), or ``None``.
+    """
+    for check in (_choice_problem, _secret_problem, _client_problem, _url_problem):
+        problem = check(config)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _choice_problem(config: OAuthConfig) -> str | None:
+    # Values are typed as `object`: they come from callers, who may pass anything. They are
+    # not quoted: a secret pasted into the wrong field must not be shown.
+    dialect: object = config.dialect
+    method: object = config.client_auth
+    if dialect not in DIALECTS:
+        return f"dialect must be one of {', '.join(map(repr, DIALECTS))}"
+    if method == "private_key_jwt":
+        return "client_auth 'private_key_jwt' is not supported yet"
+    if method not in CLIENT_AUTH_METHODS:
+        return f"client_auth must be one of {', '.join(map(repr, CLIENT_AUTH_METHODS))}"
+    return None
+
+
+def _secret_problem(config: OAuthConfig) -> str | None:
+    secret: object = config.client_secret
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        return "client_secret must be a non-empty string, or None for a public client"
+    if not config.is_standard:
+        if secret is not None or config.client_auth != "none":
+            return (
+                "Codex's dialect sends no client secret: pass dialect='rfc6749' for a standard "
+                "provider (or build the configuration with OAuthConfig.discover)"
+            )
+        return None
+    if config.client_auth == "none" and secret is not None:
+        return (
+            "client_auth 'none' sends no secret, yet client_secret is set: drop the secret, or "
+            "use 'client_secret_basic' or 'client_secret_post'"
+        )
+    if config.client_auth != "none" and secret is None:
+        return f"client_auth {config.client_auth!r} needs a client_secret"
+    return None
+
+
+def _client_problem(config: OAuthConfig) -> str | None:
+    client_id: object = config.client_id
+    if not isinstance(client_id, str) or not client_id:
+        return "client_id must be a non-empty string"
+    if config.is_standard and not is_header_safe(client_id):
+        return f"client_id {UNSENDABLE}"
+    scopes: tuple[object, ...] = config.scopes
+    if not all(isinstance(s, str) and _SCOPE_TOKEN.fullmatch(s) for s in scopes):
+        return (
+            "each scope must be printable ASCII without spaces, quotes or backslashes "
+            "(RFC 6749 §3.3); pass a tuple of scopes or one space-delimited string"
+        )
+    # Only for the new dialect: a Codex configuration behaves exactly as it did.
+    timeout: object = config.timeout
+    if config.is_standard and not (
+        isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0
+    ):
+        return "timeout must be a positive number of seconds"
+    return None
+
+
+def _url_problem(config: OAuthConfig) -> str | None:
+    urls: dict[str, object] = {
+        "token_url": config.token_url if config.is_standard else None,
+        "device_authorization_url": config.device_authorization_url,
+        "authorization_url": config.authorization_url,
+        "revocation_url": config.revocation_url,
+    }
+    for name, url in urls.items():
+        if url is not None and (not isinstance(url, str) or not _is_url(url)):
+            return f"{name} must be an absolute http(s) URL"
+    return None
+
 
 def _lifetime(auth: Auth) -> tuple[datetime | None, timedelta | None]:
     """The access token's ``exp`` and lifetime (from ``iat``, else ``last_refresh``), if known."""
     if auth.data is None or auth.data.tokens is None:
         return None, None
+    stored = auth.data.tokens.expires_at
+    if stored is not None:
+        # A standard provider's login: the expiry its answer gave, whatever the token is.
+        issued = auth.data.last_refresh
+        if issued is None or stored <= issued:
+            return stored, None
+        return stored, stored - issued
     try:
         claims = decode_jwt_payload(auth.data.tokens.access_token)
     except AuthDataError:
@@ -178,7 +398,9 @@ def _lifetime(auth: Auth) -> tuple[datetime | None, timedelta | None]:
 def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
     """Return when a snapshot becomes due for a proactive refresh (reference §2.5).
 
-    Only managed ChatGPT auth is ever refreshed proactively.
+    Only managed ChatGPT auth is ever refreshed proactively. A login that stores its access
+    token's expiry (``tokens.expires_at``, a standard provider's) is due by that, opaque token
+    or not; else by the access token's ``exp``.
 
     Args:
         auth: The snapshot.
@@ -352,6 +574,10 @@ def classify_refresh_failure(
     )
 
 
+MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+"""The longest access-token lifetime kept (ten years): a larger ``expires_in`` is clamped to it,
+so an absolute expiry computed from it never overflows a datetime."""
+
 MAX_TOKEN_CHARS = 128 * 1024
 """A token longer than this is refused: real ones are a few KiB, and three of them must fit
 in an ``auth.json`` the loader accepts (1 MiB)."""
@@ -371,6 +597,12 @@ class TokenResponse:
         refresh_token: The new refresh token, if any usable one.
         problems: What was wrong with each dropped token (never quoting it).
         dropped: The names of the dropped tokens (``"access_token"`` …).
+        expires_in: The access token's lifetime in seconds from the answer (RFC 6749
+            ``expires_in``), ``None`` when unknown. Always finite, above 0 and at most
+            :data:`MAX_EXPIRES_IN`. The standard dialect reads it; Codex's ignores it, as Codex
+            does (the access token's ``exp`` decides). The absolute expiry is the caller's to
+            compute, from when it sent the request.
+        scope: The granted scopes when the answer names them (space-delimited), else ``None``.
     """
 
     id_token: str | None = attrs.field(default=None, repr=False)
@@ -378,6 +610,20 @@ class TokenResponse:
     refresh_token: str | None = attrs.field(default=None, repr=False)
     problems: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
+    expires_in: float | None = attrs.field(default=None, kw_only=True)
+    scope: str | None = attrs.field(default=None, kw_only=True)
+
+    @expires_in.validator
+    def _check_expires_in(self, _: attrs.Attribute[float | None], value: float | None) -> None:
+        given: object = value
+        if given is not None and not (
+            isinstance(given, int | float)
+            and not isinstance(given, bool)
+            and math.isfinite(given)
+            and 0 < given <= MAX_EXPIRES_IN
+        ):
+            msg = f"expires_in must be None or a number of seconds in (0, {MAX_EXPIRES_IN}]"
+            raise ValueError(msg)
 
     @property
     def usable(self) -> bool:
@@ -430,7 +676,13 @@ def parse_token_response(text: str) -> TokenResponse | None:
             dropped.append(key)
             value = None
         values[key] = value
-    return TokenResponse(**values, problems=tuple(problems), dropped=tuple(dropped))
+    return TokenResponse(
+        id_token=values["id_token"],
+        access_token=values["access_token"],
+        refresh_token=values["refresh_token"],
+        problems=tuple(problems),
+        dropped=tuple(dropped),
+    )
 
 
 def _parse_success(text: str, status: int) -> TokenResponse:
@@ -454,13 +706,10 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | 
     return bytes(body)
 
 
-async def request_token_refresh(
+async def request_codex_refresh(
     session: aiohttp.ClientSession, config: OAuthConfig, refresh_token: str
 ) -> TokenResponse:
-    """Spend a refresh token at the token endpoint (reference §3.1).
-
-    The request is sent with ``middlewares=()`` so it never passes through an auth middleware
-    attached to ``session`` (that would re-enter the refresh and deadlock).
+    """Spend a refresh token in Codex's dialect (reference §3.1): a JSON body, Codex's codes.
 
     Args:
         session: The HTTP session.
@@ -468,7 +717,7 @@ async def request_token_refresh(
         refresh_token: The refresh token to spend.
 
     Returns:
-        The tokens the endpoint returned.
+        The tokens the endpoint returned (``expires_in`` is not read, as Codex does not).
 
     Raises:
         RefreshTokenFailedError: The endpoint refused the token for good.

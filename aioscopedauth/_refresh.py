@@ -30,6 +30,7 @@ import aiohttp
 import attrs
 
 from ._commit import refreshed_payload
+from ._dialect import request_token_refresh
 from ._errors import (
     AuthDataError,
     AuthError,
@@ -42,7 +43,7 @@ from ._external import ExternalAuthTokens, RefreshContext, auth_data_from_extern
 from ._jwt import jwt_expiration
 from ._loader import retrieve_exception
 from ._model import Auth, AuthMode
-from ._oauth import ACCOUNT_MISMATCH_MESSAGE, min_refresh_gap, request_token_refresh, stale_at
+from ._oauth import ACCOUNT_MISMATCH_MESSAGE, min_refresh_gap, stale_at
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

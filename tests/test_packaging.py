@@ -66,6 +66,7 @@ def test_the_sdist_has_what_its_noxfile_needs(built: tuple[Path, Path]) -> None:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"noxfile.py", "bench/run.py", "pyproject.toml", "README.md", "CHANGELOG.md"} <= names
     assert "tests/test_cli.py" in names
+    assert {"tests/oidc/provider.mjs", "tests/oidc/package-lock.json"} <= names
     assert "docs/conf.py" in names
 
 

@@ -24,6 +24,7 @@ EXPECTED = {
     "AuthStore",
     "AutoAuthStore",
     "ChatgptMetadata",
+    "ClientConfigError",
     "CommandBearerRefresher",
     "CommandError",
     "CommitResult",
@@ -35,6 +36,7 @@ EXPECTED = {
     "IdTokenInfo",
     "KeyringAuthStore",
     "LoadedAuth",
+    "LoginError",
     "LoginRestrictionError",
     "MemoryAuthStore",
     "OAuthConfig",
@@ -101,7 +103,9 @@ def test_exception_tree() -> None:
         aioscopedauth.CommandError,
         aioscopedauth.LoginRestrictionError,
         aioscopedauth.UnsupportedLoginError,
+        aioscopedauth.LoginError,
         aioscopedauth.RefreshTokenFailedError,
+        aioscopedauth.ClientConfigError,
         aioscopedauth.TransientRefreshError,
     ]
     for error in errors:
@@ -110,6 +114,9 @@ def test_exception_tree() -> None:
     assert issubclass(aioscopedauth.TransientRefreshError, aioscopedauth.RefreshError)
     assert issubclass(aioscopedauth.ConfigError, ValueError)
     assert issubclass(aioscopedauth.AuthDataError, ValueError)
+    # Permanent like any refused refresh (cached, never retried) and a configuration problem.
+    assert issubclass(aioscopedauth.ClientConfigError, aioscopedauth.RefreshTokenFailedError)
+    assert issubclass(aioscopedauth.ClientConfigError, aioscopedauth.ConfigError)
     # The tree drawn in _errors' docstring names every class.
     tree = inspect.getdoc(aioscopedauth._errors)
     assert tree is not None
@@ -130,7 +137,7 @@ def test_refresh_errors_carry_reason_and_status() -> None:
 def _tree_from_docstring(doc: str) -> list[tuple[int, str, str]]:
     found = []
     for line in doc.splitlines():
-        match = re.match(r"^(\s*(?:[├└]── )?)(\w+Error)\s*(.*)$", line)
+        match = re.match(r"^([\s│]*(?:[├└]── )?)(\w+Error)\s*(.*)$", line)
         if match and (match.group(1) or match.group(2) == "AuthError"):
             depth = match.start(2) // 4 - 1  # the block is indented by 4
             found.append((depth, match.group(2), match.group(3).strip()))
@@ -157,7 +164,7 @@ def test_docs_show_the_same_exception_tree() -> None:
     page = (Path(__file__).parent.parent / "docs" / "reference" / "errors-tree.md").read_text()
     drawn = _tree_from_docstring(doc)
     listed = _tree_from_page(page)
-    assert len(drawn) == 10
+    assert len(drawn) == 12
     # The page is a list (it fits a phone); the docstring draws the same tree.
     assert [(depth, name) for depth, name, _ in listed] == [(d, n) for d, n, _ in drawn]
     for (_, name, text), (_, _, described) in zip(listed[1:], drawn[1:], strict=True):

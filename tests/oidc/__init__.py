@@ -1,0 +1,1 @@
+"""Tests against a real OpenID provider (npm ``oidc-provider``; see harness.py)."""
