@@ -1,0 +1,164 @@
+"""``aioscopedauth`` login, logout, token, refresh and demo."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import TYPE_CHECKING
+
+from ._cli_status import status_facts
+from ._cli_support import (
+    EXIT_AUTH,
+    EXIT_OK,
+    build_manager,
+    for_provider,
+    mode_text,
+    not_logged_in,
+    provider_from,
+    ready,
+    where,
+)
+from ._errors import AuthError, ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ._storage import AuthStore
+
+
+class _RefusedError(AuthError):
+    """A command refused to run; its message says why and what to do."""
+
+
+async def _refuse_unreadable(store: AuthStore, *, force: bool, flag_does: str) -> None:
+    """Refuse to overwrite or remove a file that cannot be read, unless ``--force``.
+
+    Only a file that is there and unreadable (corrupt, a bad mode, not a regular file): an
+    unavailable keyring is not a reason to refuse, the save then says what failed.
+    """
+    from ._errors import AuthDataError, StorageError
+
+    if force:
+        return
+    try:
+        await store.load()
+    except (AuthDataError, StorageError) as exc:
+        if isinstance(exc, StorageError) and exc.path is None:
+            return
+        msg = f"{exc} (`--force` {flag_does}.)"
+        raise _RefusedError(msg) from None
+
+
+def _read_key() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("API key: ")
+    raw = sys.stdin.buffer.readline()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass  # raised below, outside the handler: the decode error holds the key's bytes
+    msg = "The API key read from stdin is not UTF-8 text; paste only the key."
+    raise ConfigError(msg)
+
+
+async def run_login(args: argparse.Namespace) -> int:
+    async with build_manager(args) as manager:
+        store = manager.store
+        # Before the key is asked for: a corrupt file is said first, and never overwritten.
+        await _refuse_unreadable(store, force=args.force, flag_does="replaces it")
+        import asyncio
+
+        key = await asyncio.to_thread(_read_key)
+        await manager.login_with_api_key(key)
+    print(f"Logged in with an API key (saved to {_saved_where(store)}).")
+    return EXIT_OK
+
+
+def _saved_where(store: AuthStore) -> str:
+    from ._storage import AutoAuthStore
+
+    if isinstance(store, AutoAuthStore):
+        path = store.home / "auth.json"
+        return str(path) if path.exists() else "the system keyring"
+    return where(store)
+
+
+async def run_logout(args: argparse.Namespace) -> int:
+    async with build_manager(args) as manager:
+        await _refuse_unreadable(manager.store, force=args.force, flag_does="removes it")
+        removed = await manager.logout()
+    print("Logged out." if removed else "Not logged in; nothing to remove.")
+    return EXIT_OK
+
+
+async def run_token(args: argparse.Namespace) -> int:
+    provider = provider_from(args)
+    async with build_manager(args) as base:
+        manager = for_provider(provider, base)
+        if not await ready(manager, base):
+            if manager is not base:
+                print(
+                    f"aioscopedauth: no token: the command of provider {args.provider!r} "
+                    "printed none",
+                    file=sys.stderr,
+                )
+                return EXIT_AUTH
+            return not_logged_in(base.store)
+        auth = await manager.auth()
+    if auth is None:
+        print("aioscopedauth: no token", file=sys.stderr)
+        return EXIT_AUTH
+    sys.stdout.write(auth.token + "\n")
+    return EXIT_OK
+
+
+async def run_refresh(args: argparse.Namespace) -> int:
+    provider = provider_from(args)
+    async with build_manager(args) as base:
+        manager = for_provider(provider, base)
+        if manager is not base:
+            # A provider with a token command: its bearer is what gets refreshed.
+            await manager.refresh_external_auth()
+            print(f"Ran the command of provider {args.provider!r}: it printed a new token.")
+            return EXIT_OK
+        await manager.reload()
+        before = manager.auth_cached()
+        if before is None:
+            return not_logged_in(manager.store)
+        if not before.mode.is_chatgpt:
+            print(f"Logged in with {mode_text(before.mode)}: nothing to refresh.")
+            return EXIT_OK
+        async with manager.changes() as changes:
+            await manager.refresh_token()
+            reasons = []
+            while not changes.empty():
+                reasons.append((await anext(changes)).reason)
+        after = manager.auth_cached()
+    facts = status_facts(manager.store, after)
+    expiry = facts.get("access_token_expires") or "unknown"
+    if "refresh" in reasons:
+        how = "Refreshed at the token endpoint"
+    else:
+        how = "Adopted newer tokens another process had saved (no refresh token spent)"
+    print(f"{how}: the access token now expires {expiry}.")
+    return EXIT_OK
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    if args.hosts is not None:
+        from ._fleet_demo import FleetDemoConfig, run_fleet_demo
+
+        fleet = FleetDemoConfig(
+            hosts=args.hosts,
+            agents=args.agents or 8,
+            seconds=args.seconds,
+            redis_url=args.redis_url,
+            seed=args.seed,
+        )
+        return EXIT_OK if (await run_fleet_demo(fleet)).passed else EXIT_AUTH
+    from ._demo import DemoConfig, run_demo
+
+    result = await run_demo(
+        DemoConfig(agents=args.agents or 50, seconds=args.seconds, seed=args.seed)
+    )
+    return EXIT_OK if result.passed else EXIT_AUTH

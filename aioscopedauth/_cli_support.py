@@ -1,0 +1,170 @@
+"""What every command of the ``aioscopedauth`` command line shares.
+
+Exit codes and the usage error, where the login is kept (``--home``, ``--store``), the manager
+and provider a command works with, and the words for both. Only the standard library and
+``_errors`` at import time: ``--help`` imports this module too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigError, describe_login_mode
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ._config import ProviderInfo
+    from ._manager import AuthManager
+    from ._model import AuthMode
+    from ._storage import AuthStore
+
+EXIT_OK = 0
+EXIT_AUTH = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+LOGIN_HINT = (
+    "log in with `aioscopedauth login --api-key` (it reads the key from stdin) or `codex login`"
+)
+
+OPENED: list[Any] = []
+"""Redis stores this command opened; closed when it ends."""
+
+
+class UsageError(Exception):
+    """A usage error found after parsing (a bad URL, method or header): exit 2."""
+
+
+def default_home() -> Path:
+    """Return ``$CODEX_HOME``, else ``~/.codex`` (where the Codex CLI keeps its login)."""
+    env = os.environ.get("CODEX_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".codex"
+
+
+def _home(args: argparse.Namespace) -> Path:
+    home = Path(args.home).expanduser() if args.home else default_home()
+    if home.exists() and not home.is_dir():
+        what = "--home" if args.home else "the Codex home"
+        msg = f"{what} {home} is a file; it must be a folder (or not exist yet)"
+        raise UsageError(msg)
+    return home
+
+
+def _redis_store(args: argparse.Namespace) -> AuthStore:
+    from .redis import RedisAuthStore
+
+    if not args.redis_url:
+        msg = "--store redis needs --redis-url URL (or $AIOSCOPEDAUTH_REDIS_URL)"
+        raise UsageError(msg)
+    key_text = os.environ.get("AIOSCOPEDAUTH_REDIS_KEY", "").strip()
+    try:
+        key = bytes.fromhex(key_text) if key_text else None
+    except ValueError:
+        msg = "AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)"
+        raise ConfigError(msg) from None
+    store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
+    OPENED.append(store)
+    return store
+
+
+def _store(args: argparse.Namespace) -> AuthStore:
+    from ._storage import AutoAuthStore, FileAuthStore, KeyringAuthStore
+
+    if args.store == "redis":
+        return _redis_store(args)
+    home = _home(args)
+    if args.store == "keyring":
+        return KeyringAuthStore(home)
+    if args.store == "auto":
+        return AutoAuthStore(home)
+    return FileAuthStore(home)
+
+
+def build_manager(args: argparse.Namespace) -> AuthManager:
+    from ._manager import AuthManager
+    from ._oauth import OAuthConfig
+
+    return AuthManager(_store(args), OAuthConfig.codex())
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config).expanduser() if args.config else _home(args) / "config.toml"
+
+
+def provider_from(args: argparse.Namespace) -> ProviderInfo | None:
+    if not args.provider:
+        return None
+    from ._config import load_providers
+
+    config = _config_path(args)
+    providers = load_providers(config)
+    provider = providers.get(args.provider)
+    if provider is None:
+        known = ", ".join(sorted(providers)) or "none"
+        msg = f"No provider {args.provider!r} in {config} (known: {known})"
+        raise ConfigError(msg)
+    return provider
+
+
+def for_provider(provider: ProviderInfo | None, base: AuthManager) -> AuthManager:
+    if provider is None:
+        return base
+    from ._config import manager_for_provider
+
+    return manager_for_provider(base, provider)
+
+
+def where(store: AuthStore) -> str:
+    """Where a store keeps the login, in words (``status``'s "looked in", ``login``'s "saved")."""
+    from ._storage import AutoAuthStore, FileAuthStore
+
+    if isinstance(store, FileAuthStore):
+        return str(store.path)
+    if isinstance(store, AutoAuthStore):
+        return f"the system keyring, else {store.home / 'auth.json'}"
+    if store.kind == "keyring":
+        return "the system keyring"
+    where = getattr(store, "where", None)
+    if store.kind == "redis" and where is not None:
+        return f"{where}, name {getattr(store, 'name', 'default')}"
+    return store.kind
+
+
+def mode_text(mode: AuthMode) -> str:
+    from ._model import AuthMode
+
+    text = {
+        AuthMode.API_KEY: "an API key",
+        AuthMode.CHATGPT: "ChatGPT (managed OAuth tokens)",
+        AuthMode.CHATGPT_AUTH_TOKENS: "ChatGPT tokens supplied by a host app",
+        AuthMode.BEARER: "a bearer token from a command",
+        AuthMode.PERSONAL_ACCESS_TOKEN: "a personal access token",
+    }.get(mode)
+    return text if text is not None else describe_login_mode(mode.value)
+
+
+def not_logged_in(store: AuthStore) -> int:
+    print(
+        f"aioscopedauth: not logged in (looked in {where(store)}); {LOGIN_HINT}",
+        file=sys.stderr,
+    )
+    return EXIT_AUTH
+
+
+async def ready(manager: AuthManager, base: AuthManager) -> bool:
+    """Check that ``manager`` has something to send; say why not (once) when it has not.
+
+    A bearer provider's command is run here, so its failure is the error the user sees
+    (instead of a log line and a vaguer message); its token is then cached for the request.
+    """
+    from ._model import AuthMode
+
+    external = manager.external_auth
+    if manager is not base and external is not None and external.mode is AuthMode.BEARER:
+        return await external.resolve() is not None
+    await manager.reload()
+    return manager.auth_cached() is not None
