@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ._cli_status import status_facts
@@ -16,13 +17,16 @@ from ._cli_support import (
     not_logged_in,
     provider_from,
     ready,
+    span,
     where,
 )
-from ._errors import AuthError, ConfigError
+from ._errors import AuthDataError, AuthError, ConfigError, RefreshTokenFailedError
 
 if TYPE_CHECKING:
     import argparse
 
+    from ._manager import AuthManager
+    from ._model import Auth
     from ._storage import AuthStore
 
 
@@ -104,12 +108,57 @@ async def run_token(args: argparse.Namespace) -> int:
                 )
                 return EXIT_AUTH
             return not_logged_in(base.store)
-        auth = await manager.auth()
+        auth = await _live_token(manager) if manager is base else await manager.auth()
     if auth is None:
         print("aioscopedauth: no token", file=sys.stderr)
         return EXIT_AUTH
     sys.stdout.write(auth.token + "\n")
     return EXIT_OK
+
+
+class _DeadTokenError(AuthError):
+    """The access token has expired and could not be refreshed: nothing to print."""
+
+
+async def _live_token(manager: AuthManager) -> Auth | None:
+    """The stored login's token, refreshed first when it is due; never a dead one.
+
+    ``auth()`` would log a failed proactive refresh and hand back the token it had, which
+    suits a request (a 401 then recovers) but not a script that stores what ``token`` prints.
+    Here a due token is refreshed through ``refresh_token()`` (guarded: tokens another process
+    saved are adopted), so its failure is known: refused for good, or the token has expired,
+    is an error (exit 1, nothing on stdout); a token still valid whose refresh failed for now
+    is printed with one warning saying how long it has left.
+    """
+    from ._jwt import jwt_expiration
+    from ._oauth import is_stale
+
+    snapshot = manager.auth_cached()
+    now = datetime.now(UTC)
+    if snapshot is None or not is_stale(snapshot, now, manager.oauth):
+        return await manager.auth()
+    try:
+        await manager.refresh_token()
+    except RefreshTokenFailedError:
+        raise  # refused for good: its own message says to log in again
+    except AuthError as exc:
+        tokens = snapshot.data.tokens if snapshot.data is not None else None
+        try:
+            expiry = None if tokens is None else jwt_expiration(tokens.access_token)
+        except AuthDataError:
+            expiry = None
+        now = datetime.now(UTC)
+        if expiry is not None and expiry <= now:
+            msg = f"{exc} (the access token has expired; try again later)"
+            raise _DeadTokenError(msg) from None
+        left = (
+            "its expiry is unknown"
+            if expiry is None
+            else f"{span(int((expiry - now).total_seconds()))} left"
+        )
+        print(f"aioscopedauth: warning: {exc} (printed the current token: {left})", file=sys.stderr)
+        return snapshot
+    return manager.auth_cached()
 
 
 async def run_refresh(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from ._cli_support import (
     EXIT_AUTH,
     EXIT_OK,
     LOGIN_HINT,
+    ago,
     build_manager,
     mode_text,
     provider_from,
@@ -34,23 +35,6 @@ _CANNOT_SEND = (
 def _mode_name(mode: AuthMode) -> str:
     # The on-disk name; an unknown one only when it looks like a name (never a pasted key).
     return shown_mode_name(mode.value) or "unknown"
-
-
-def _ago(moment: datetime, now: datetime) -> str:
-    seconds = int((now - moment).total_seconds())
-    if seconds < 0:
-        return f"in {_span(-seconds)}"
-    return f"{_span(seconds)} ago"
-
-
-def _span(seconds: int) -> str:
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = (
-        [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes)
-    )
-    return " ".join([*parts, f"{secs}s"] if not days else parts)
 
 
 def _store_facts(store: AuthStore) -> dict[str, Any]:
@@ -174,11 +158,11 @@ def _print_login(facts: dict[str, Any], auth: Auth | None) -> None:
         expiry = datetime.fromisoformat(facts["access_token_expires"])
         state = "expired " if expiry <= now else "expires "
         rows.append(
-            ("access token", f"{state}{facts['access_token_expires']} ({_ago(expiry, now)})")
+            ("access token", f"{state}{facts['access_token_expires']} ({ago(expiry, now)})")
         )
     if facts.get("last_refresh"):
         refreshed = datetime.fromisoformat(facts["last_refresh"])
-        rows.append(("last refresh", f"{facts['last_refresh']} ({_ago(refreshed, now)})"))
+        rows.append(("last refresh", f"{facts['last_refresh']} ({ago(refreshed, now)})"))
     for label, value in rows:
         print(f"  {label:<13} {value}")
 

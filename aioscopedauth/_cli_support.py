@@ -16,6 +16,7 @@ from ._errors import ConfigError, describe_login_mode
 
 if TYPE_CHECKING:
     import argparse
+    from datetime import datetime
 
     from ._config import ProviderInfo
     from ._manager import AuthManager
@@ -168,3 +169,22 @@ async def ready(manager: AuthManager, base: AuthManager) -> bool:
         return await external.resolve() is not None
     await manager.reload()
     return manager.auth_cached() is not None
+
+
+def ago(moment: datetime, now: datetime) -> str:
+    """``3m 2s ago`` or ``in 4m 1s``."""
+    seconds = int((now - moment).total_seconds())
+    if seconds < 0:
+        return f"in {span(-seconds)}"
+    return f"{span(seconds)} ago"
+
+
+def span(seconds: int) -> str:
+    """A span of time in words: ``2d 3h``, ``4m 1s``."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = (
+        [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes)
+    )
+    return " ".join([*parts, f"{secs}s"] if not days else parts)
