@@ -26,7 +26,7 @@ from ._cli_commands import run_demo, run_login, run_logout, run_refresh, run_tok
 from ._cli_parser import GLOBAL_DEFAULTS, build_parser
 from ._cli_request import run_request
 from ._cli_status import run_status
-from ._cli_support import EXIT_AUTH, EXIT_INTERRUPTED, EXIT_USAGE, OPENED, UsageError
+from ._cli_support import EXIT_AUTH, EXIT_INTERRUPTED, EXIT_USAGE, OPENED, SAID, UsageError
 from ._errors import AuthError
 
 if TYPE_CHECKING:
@@ -50,10 +50,12 @@ _WARNING_FORMAT = "aioscopedauth: warning: %(message)s"
 
 
 class _HeldWarnings(logging.Handler):
-    """Holds log records until the command ends, then prints those its error does not repeat.
+    """Holds log records until the command ends, then prints those its message does not repeat.
 
-    Every failure is said once: a library warning that the command's final error repeats (a
-    refresh that failed, then the request that could not recover) is dropped.
+    Every failure is said once: a library warning that the command's own message repeats (a
+    refresh that failed, then the request that could not recover; Redis unreachable, then the
+    listener giving up as the command exits) or that is about the file its error is about (the
+    mode of an ``auth.json`` that cannot be read) is dropped.
     """
 
     def __init__(self) -> None:
@@ -65,15 +67,35 @@ class _HeldWarnings(logging.Handler):
         """Hold the record."""
         self.records.append(record)
 
-    def flush_except(self, error: str | None) -> None:
-        """Print the held records, except those that say the same as ``error``."""
+    def flush_except(self, said: Sequence[str]) -> None:
+        """Print the held records, except those that repeat something in ``said``."""
         for record in self.records:
-            message = record.getMessage()
-            if error is not None and (error in message or message in error):
-                continue
-            sys.stderr.write(self.format(record) + "\n")
+            if not repeats(record.getMessage(), said):
+                sys.stderr.write(self.format(record) + "\n")
         self.records.clear()
         sys.stderr.flush()
+
+
+def repeats(message: str, said: Sequence[str]) -> bool:
+    """Whether a warning says again what the command said.
+
+    It does when it contains one of ``said``, is contained in one, or shares with one a
+    stretch at least half as long as the shorter of the two: the same cause under another
+    heading ("Stopped listening: <cause>; reconnecting" after "Could not read the login:
+    <cause>").
+    """
+    from difflib import SequenceMatcher
+
+    for text in said:
+        if not text:
+            continue
+        if text in message or message in text:
+            return True
+        shorter = min(len(text), len(message))
+        match = SequenceMatcher(None, text, message, autojunk=False).find_longest_match()
+        if match.size * 2 >= shorter:
+            return True
+    return False
 
 
 def _logging(verbose: int, *, hold: bool) -> _HeldWarnings | None:
@@ -91,7 +113,6 @@ def _logging(verbose: int, *, hold: bool) -> _HeldWarnings | None:
 
 
 async def _run(args: argparse.Namespace, held: _HeldWarnings | None) -> int:
-    error: str | None = None
     try:
         try:
             return await _COMMANDS[args.func](args)
@@ -99,16 +120,27 @@ async def _run(args: argparse.Namespace, held: _HeldWarnings | None) -> int:
             while OPENED:
                 await OPENED.pop().aclose()
     except UsageError as exc:
-        error = str(exc)
+        _said(exc)
         print(f"aioscopedauth: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AuthError as exc:
-        error = str(exc)
+        _said(exc)
         print(f"aioscopedauth: {exc}", file=sys.stderr)
         return EXIT_AUTH
     finally:
         if held is not None:
-            held.flush_except(error)
+            held.flush_except(SAID)
+        SAID.clear()
+
+
+def _said(exc: Exception) -> None:
+    SAID.append(str(exc))
+    path = getattr(exc, "path", None)
+    if path is not None:
+        # A warning about the same file (its mode) would follow an error that says it cannot
+        # be used at all: the error is what to fix, and the save the warning promises is
+        # refused anyway.
+        SAID.append(str(path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 setattr(args, name, default)
         if args.redis_url is None:
             args.redis_url = os.environ.get("AIOSCOPEDAUTH_REDIS_URL")
+            args.redis_url_from_env = args.redis_url is not None
         held = _logging(args.verbose, hold=args.func != "demo")
         # The command's imports happen inside the event loop: a Ctrl-C there cancels the
         # command like one a second later would, instead of printing a traceback.

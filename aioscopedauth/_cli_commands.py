@@ -24,6 +24,7 @@ from ._errors import AuthDataError, AuthError, ConfigError, RefreshTokenFailedEr
 
 if TYPE_CHECKING:
     import argparse
+    from pathlib import Path
 
     from ._manager import AuthManager
     from ._model import Auth
@@ -31,7 +32,17 @@ if TYPE_CHECKING:
 
 
 class _RefusedError(AuthError):
-    """A command refused to run; its message says why and what to do."""
+    """A command refused to run; its message says why and what to do.
+
+    Args:
+        message: Why, and what to do.
+        path: The file it is about, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        """Create the error; see the class docstring for the arguments."""
+        super().__init__(message)
+        self.path = path
 
 
 async def _refuse_unreadable(store: AuthStore, *, force: bool, flag_does: str) -> None:
@@ -50,7 +61,7 @@ async def _refuse_unreadable(store: AuthStore, *, force: bool, flag_does: str) -
         if isinstance(exc, StorageError) and exc.path is None:
             return
         msg = f"{exc} (`--force` {flag_does}.)"
-        raise _RefusedError(msg) from None
+        raise _RefusedError(msg, path=getattr(exc, "path", None)) from None
 
 
 def _read_key() -> str:
@@ -107,7 +118,7 @@ async def run_token(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_AUTH
-            return not_logged_in(base.store)
+            return await not_logged_in(base.store)
         auth = await _live_token(manager) if manager is base else await manager.auth()
     if auth is None:
         print("aioscopedauth: no token", file=sys.stderr)
@@ -173,7 +184,7 @@ async def run_refresh(args: argparse.Namespace) -> int:
         await manager.reload()
         before = manager.auth_cached()
         if before is None:
-            return not_logged_in(manager.store)
+            return await not_logged_in(manager.store)
         if not before.mode.is_chatgpt:
             print(f"Logged in with {mode_text(before.mode)}: nothing to refresh.")
             return EXIT_OK

@@ -16,6 +16,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "provider": None,
     "store": "file",
     "redis_url": None,  # main() reads $AIOSCOPEDAUTH_REDIS_URL
+    "redis_url_from_env": False,
     "redis_name": "default",
     "verbose": 0,
 }

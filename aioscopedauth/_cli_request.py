@@ -120,7 +120,7 @@ async def run_request(args: argparse.Namespace) -> int:
     async with build_manager(args) as base:
         manager = for_provider(provider, base)
         if not await ready(manager, base):
-            return not_logged_in(base.store)
+            return await not_logged_in(base.store)
         # Raises for a login this library cannot send with, before any scope is decided.
         origins = _login_origins(await manager.auth(), provider) | extra
         target = str(url.origin())

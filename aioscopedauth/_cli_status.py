@@ -15,6 +15,7 @@ from ._cli_support import (
     build_manager,
     mode_text,
     provider_from,
+    unusable_login,
     where,
 )
 from ._errors import AuthError, shown_mode_name
@@ -127,6 +128,9 @@ async def run_status(args: argparse.Namespace) -> int:
             return EXIT_AUTH
         auth = manager.auth_cached()
         facts = status_facts(manager.store, auth)
+        unusable = None if auth is not None else await unusable_login(manager.store)
+        if unusable is not None:
+            facts["error"] = f"{facts['where']} holds no usable login ({unusable})"
     if provider is not None:
         facts["provider"] = _provider_facts(provider)
     if args.json:
@@ -143,7 +147,10 @@ async def run_status(args: argparse.Namespace) -> int:
 
 def _print_login(facts: dict[str, Any], auth: Auth | None) -> None:
     if auth is None:
-        print(f"Not logged in (looked in {facts['where']}).")
+        if "error" in facts:
+            print(f"Not logged in: {facts['error']}.")
+        else:
+            print(f"Not logged in (looked in {facts['where']}).")
         print(f"  To {LOGIN_HINT}.")
         return
     now = datetime.now(UTC)

@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from ._errors import ConfigError, describe_login_mode
+from ._errors import AuthError, ConfigError, describe_login_mode
 
 if TYPE_CHECKING:
     import argparse
@@ -34,6 +35,10 @@ LOGIN_HINT = (
 
 OPENED: list[Any] = []
 """Redis stores this command opened; closed when it ends."""
+
+SAID: list[str] = []
+"""What this command's own message already says (its text, the file it is about): a library
+warning held until the end that repeats one of these is not printed (one message a failure)."""
 
 
 class UsageError(Exception):
@@ -61,6 +66,9 @@ def _redis_store(args: argparse.Namespace) -> AuthStore:
     if not args.redis_url:
         msg = "--store redis needs --redis-url URL (or $AIOSCOPEDAUTH_REDIS_URL)"
         raise UsageError(msg)
+    check_redis_url(
+        args.redis_url, "$AIOSCOPEDAUTH_REDIS_URL" if args.redis_url_from_env else "--redis-url"
+    )
     key_text = os.environ.get("AIOSCOPEDAUTH_REDIS_KEY", "").strip()
     try:
         key = bytes.fromhex(key_text) if key_text else None
@@ -70,6 +78,38 @@ def _redis_store(args: argparse.Namespace) -> AuthStore:
     store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
     OPENED.append(store)
     return store
+
+
+def shown_url(text: str) -> str:
+    """``text`` as typed, but with everything before its last ``@`` (a password) masked."""
+    head, at, tail = text.rpartition("@")
+    if not at:
+        return text
+    scheme, sep, _ = head.partition("://")
+    return f"{scheme}://***@{tail}" if sep else f"***@{tail}"
+
+
+def check_redis_url(text: str, given_as: str) -> None:
+    """Refuse a Redis URL that cannot work, echoing it as typed (never its password).
+
+    Raises:
+        UsageError: Not ``redis://``, ``rediss://`` or ``unix://``, no host, or a bad port.
+    """
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+        host = parts.hostname
+    except ValueError:  # a port that is not a number from 0 to 65535
+        port, host, parts = None, None, None
+    if parts is None or (
+        (parts.scheme not in {"redis", "rediss"} or not host or port == 0)
+        and (parts.scheme != "unix" or not parts.path)
+    ):
+        msg = (
+            f"{given_as} must be redis[s]://[user:password@]host:port/db or unix:///path, got "
+            f"{shown_url(text)!r}"
+        )
+        raise UsageError(msg)
 
 
 def _store(args: argparse.Namespace) -> AuthStore:
@@ -148,11 +188,40 @@ def mode_text(mode: AuthMode) -> str:
     return text if text is not None else describe_login_mode(mode.value)
 
 
-def not_logged_in(store: AuthStore) -> int:
-    print(
-        f"aioscopedauth: not logged in (looked in {where(store)}); {LOGIN_HINT}",
-        file=sys.stderr,
-    )
+async def unusable_login(store: AuthStore) -> str | None:
+    """Why the login ``store`` holds cannot be used (``{}``, no tokens), or ``None``.
+
+    The manager logs it and treats the login as logged out; the command says it in its own
+    "not logged in" message instead, once (the log line is then not printed).
+    """
+    from ._model import Auth
+
+    try:
+        data = await store.load()
+    except AuthError:
+        return None
+    if data is None:
+        return None
+    try:
+        Auth.from_data(data)
+    except AuthError as exc:
+        reason = str(exc)
+        SAID.append(reason)
+        path = getattr(store, "path", None)
+        if path is not None:
+            SAID.append(str(path))  # a mode warning about it: logging in again rewrites it
+        return reason.rstrip(".")
+    return None
+
+
+async def not_logged_in(store: AuthStore) -> int:
+    """Say that there is no usable login, where it was looked for, and how to log in."""
+    reason = await unusable_login(store)
+    if reason is None:
+        what = f"not logged in (looked in {where(store)})"
+    else:
+        what = f"not logged in: {where(store)} holds no usable login ({reason})"
+    print(f"aioscopedauth: {what}; {LOGIN_HINT}", file=sys.stderr)
     return EXIT_AUTH
 
 
