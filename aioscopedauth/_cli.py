@@ -153,7 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code.
     """
     # `aioscopedauth --version` is answered by _launch before this module is imported.
-    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         import asyncio
@@ -169,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # command like one a second later would, instead of printing a traceback.
         return asyncio.run(_run(args, held))
     except KeyboardInterrupt:
-        if args is None or args.func != "demo":  # the demo prints its own summary
-            print("\naioscopedauth: interrupted", file=sys.stderr)
+        # A demo that ran says it in its summary (and returns 130 itself): this is a Ctrl-C
+        # before a command started, or as it ended.
+        print("\naioscopedauth: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

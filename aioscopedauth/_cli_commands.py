@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ._cli_status import status_facts
 from ._cli_support import (
     EXIT_AUTH,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     build_manager,
     for_provider,
@@ -205,20 +206,26 @@ async def run_refresh(args: argparse.Namespace) -> int:
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    if args.hosts is not None:
-        from ._fleet_demo import FleetDemoConfig, run_fleet_demo
+    # A Ctrl-C ends a demo with its summary (it says "Interrupted"), then exit 130.
+    import asyncio
 
-        fleet = FleetDemoConfig(
-            hosts=args.hosts,
-            agents=args.agents or 8,
-            seconds=args.seconds,
-            redis_url=args.redis_url,
-            seed=args.seed,
+    try:
+        if args.hosts is not None:
+            from ._fleet_demo import FleetDemoConfig, run_fleet_demo
+
+            fleet = FleetDemoConfig(
+                hosts=args.hosts,
+                agents=args.agents or 8,
+                seconds=args.seconds,
+                redis_url=args.redis_url,
+                seed=args.seed,
+            )
+            return EXIT_OK if (await run_fleet_demo(fleet)).passed else EXIT_AUTH
+        from ._demo import DemoConfig, run_demo
+
+        result = await run_demo(
+            DemoConfig(agents=args.agents or 50, seconds=args.seconds, seed=args.seed)
         )
-        return EXIT_OK if (await run_fleet_demo(fleet)).passed else EXIT_AUTH
-    from ._demo import DemoConfig, run_demo
-
-    result = await run_demo(
-        DemoConfig(agents=args.agents or 50, seconds=args.seconds, seed=args.seed)
-    )
+    except asyncio.CancelledError:
+        return EXIT_INTERRUPTED
     return EXIT_OK if result.passed else EXIT_AUTH
