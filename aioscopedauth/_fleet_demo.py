@@ -464,6 +464,7 @@ def _summary(out: TextIO, config: FleetDemoConfig, result: FleetDemoResult) -> N
 
 def _main() -> None:  # pragma: no cover - run as a worker process by the demo
     counts: dict[str, Any] = asyncio.run(_worker(sys.argv[1:]))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a late stop must not lose the report
     sys.stdout.write(json.dumps(counts) + "\n")
 
 
