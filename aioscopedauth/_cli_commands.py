@@ -13,6 +13,7 @@ from ._cli_support import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     build_manager,
+    check_redis_url,
     for_provider,
     mode_text,
     not_logged_in,
@@ -211,6 +212,8 @@ async def run_demo(args: argparse.Namespace) -> int:
 
     try:
         if args.hosts is not None:
+            if args.redis_url:
+                check_redis_url(args)  # before anything starts
             from ._fleet_demo import FleetDemoConfig, run_fleet_demo
 
             fleet = FleetDemoConfig(

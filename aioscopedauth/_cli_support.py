@@ -66,9 +66,7 @@ def _redis_store(args: argparse.Namespace) -> AuthStore:
     if not args.redis_url:
         msg = "--store redis needs --redis-url URL (or $AIOSCOPEDAUTH_REDIS_URL)"
         raise UsageError(msg)
-    check_redis_url(
-        args.redis_url, "$AIOSCOPEDAUTH_REDIS_URL" if args.redis_url_from_env else "--redis-url"
-    )
+    check_redis_url(args)
     key_text = os.environ.get("AIOSCOPEDAUTH_REDIS_KEY", "").strip()
     try:
         key = bytes.fromhex(key_text) if key_text else None
@@ -89,12 +87,14 @@ def shown_url(text: str) -> str:
     return f"{scheme}://***@{tail}" if sep else f"***@{tail}"
 
 
-def check_redis_url(text: str, given_as: str) -> None:
-    """Refuse a Redis URL that cannot work, echoing it as typed (never its password).
+def check_redis_url(args: argparse.Namespace) -> None:
+    """Refuse a ``--redis-url`` that cannot work, echoing it as typed (never its password).
 
     Raises:
         UsageError: Not ``redis://``, ``rediss://`` or ``unix://``, no host, or a bad port.
     """
+    text = args.redis_url
+    given_as = "$AIOSCOPEDAUTH_REDIS_URL" if args.redis_url_from_env else "--redis-url"
     try:
         parts = urlsplit(text)
         port = parts.port

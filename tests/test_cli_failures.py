@@ -241,6 +241,10 @@ async def test_a_bad_redis_url_is_a_usage_error_echoed_as_typed(url: str, shown:
     assert (code, out) == (2, "")
     assert err.startswith("aioscopedauth: error: $AIOSCOPEDAUTH_REDIS_URL must be ")
     assert "hunter2" not in err
+    # The fleet demo checks it before it starts anything.
+    code, out, err = await _run("demo", "--hosts", "2", "--redis-url", url)
+    assert (code, out) == (2, "")
+    assert err.startswith("aioscopedauth: error: --redis-url must be ")
 
 
 @pytest.mark.xfail(
