@@ -296,6 +296,9 @@ async def run_demo(
         out: Where to print.
         on_event: Also called with every recovery event.
 
+    A cancellation (Ctrl-C) at any moment, while it starts too, prints the summary of what ran
+    so far and is then raised again.
+
     Returns:
         What happened; ``result.passed`` tells whether every request succeeded and no refresh
         token was reused.
@@ -303,6 +306,27 @@ async def run_demo(
     if config.seed is not None:
         random.seed(config.seed)
     result = DemoResult()
+    started = time.monotonic()
+    try:
+        interrupted = await _run_demo(config, out, result, on_event)
+    except asyncio.CancelledError:
+        # Ctrl-C while it was starting or ending: still say what happened, then stop as asked.
+        interrupted = True
+    result.seconds = time.monotonic() - started
+    result.interrupted = interrupted
+    _summary(out, config, result)
+    if interrupted:
+        raise asyncio.CancelledError
+    return result
+
+
+async def _run_demo(
+    config: DemoConfig,
+    out: TextIO,
+    result: DemoResult,
+    on_event: Callable[[RecoveryEvent], None] | None,
+) -> bool:
+    """Run the demo into ``result``; return whether a Ctrl-C ended the agents early."""
 
     def count(event: RecoveryEvent) -> None:
         if event.outcome == "changed":
@@ -310,7 +334,6 @@ async def run_demo(
         if on_event is not None:
             on_event(event)
 
-    started = time.monotonic()
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="aioscopedauth-demo-") as tmp:
         home = Path(tmp) / "home"
@@ -350,12 +373,7 @@ async def run_demo(
             result.refreshes = server.refreshes
             result.token_calls = server.token_calls
             result.reuse_answers = server.reuse_answers
-    result.seconds = time.monotonic() - started
-    result.interrupted = interrupted
-    _summary(out, config, result)
-    if interrupted:
-        raise asyncio.CancelledError
-    return result
+    return interrupted
 
 
 @attrs.define

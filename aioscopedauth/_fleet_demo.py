@@ -18,16 +18,19 @@ import json
 import os
 import random
 import secrets
+import signal
 import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import aiohttp
 import attrs
+from redis.exceptions import RedisError
 
+from ._demo import _fit, _width
 from ._manager import AuthManager
 from ._middleware import AuthMiddleware, RecoveryEvent
 from ._oauth import OAuthConfig
@@ -37,6 +40,7 @@ from .testing._redis_server import RedisServer
 
 if TYPE_CHECKING:
     from collections import Counter
+    from collections.abc import Awaitable
 
 __all__ = ["FleetDemoConfig", "FleetDemoResult", "run_fleet_demo"]
 
@@ -46,6 +50,9 @@ _QUIET = 0.3
 _CALM = 1.0
 """Seconds after a fault before the next one: faults come one at a time."""
 """Seconds since the last refresh before the embedded server is restarted."""
+_STOP_GRACE = 15.0
+"""Seconds a host gets to stop and report after a Ctrl-C before it is killed."""
+_T = TypeVar("_T")
 _COLUMNS = ("requests", "ok", "failed", "recovered_401s", "refreshes", "adopted")
 
 
@@ -57,8 +64,8 @@ class FleetDemoConfig:
         hosts: Worker processes.
         agents: Concurrent agents in each worker.
         seconds: How long they make requests.
-        redis_url: A server to use (its data under a random name is left behind); ``None``
-            starts an embedded one, which is also restarted mid-run.
+        redis_url: A server to use (the login it puts there under a random name is deleted at
+            the end); ``None`` starts an embedded one, which is also restarted mid-run.
         seed: Seed for the random revocations (``None``: random).
     """
 
@@ -83,6 +90,9 @@ class FleetDemoResult:
     calm_until: float = 0.0
     """Faults come one at a time: no revocation before this (monotonic) moment."""
     last_revocation: float = 0.0
+    seconds: float = 0.0
+    interrupted: bool = False
+    """A Ctrl-C ended the run early (the hosts were told to stop and report)."""
 
     def total(self, column: str) -> int:
         """Sum a column over the hosts."""
@@ -92,21 +102,24 @@ class FleetDemoResult:
     def passed(self) -> bool:
         """Every host answered, no request failed and no refresh token was reused."""
         return (
-            not self.failures
+            not self.interrupted
+            and not self.failures
             and self.total("requests") > 0
             and self.total("failed") == 0
             and self.reuse_answers == 0
         )
 
 
-async def _agent(
+async def _agent(  # noqa: PLR0913 -- one agent's whole state, passed once
     session: aiohttp.ClientSession,
     url: str,
     deadline: float,
     counts: Counter[str],
     examples: list[str],
+    *,
+    stop: asyncio.Event,
 ) -> None:
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         counts["requests"] += 1
         try:
             async with session.get(url) as response:
@@ -142,6 +155,9 @@ async def _worker(argv: list[str]) -> dict[str, Any]:
         if event.outcome == "changed":
             counts["recovered_401s"] += 1
 
+    # The demo's SIGTERM (it was interrupted): finish the request in hand, then report.
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     oauth = OAuthConfig(token_url, _CLIENT_ID, timeout=5.0)
     store = RedisAuthStore.from_url(url, name=name, lock_ttl=10.0)
     async with store, AuthManager(store, oauth) as manager:
@@ -151,7 +167,10 @@ async def _worker(argv: list[str]) -> dict[str, Any]:
         async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
             deadline = time.monotonic() + seconds
             await asyncio.gather(
-                *(_agent(session, api_url, deadline, counts, examples) for _ in range(agents))
+                *(
+                    _agent(session, api_url, deadline, counts, examples, stop=stop)
+                    for _ in range(agents)
+                )
             )
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -190,49 +209,137 @@ async def _restart_when_quiet(
             result.calm_until = 0.0
             return  # too short a run to restart in
         await asyncio.sleep(0.02)
-    await asyncio.to_thread(redis.restart)
+    await _to_the_end(asyncio.to_thread(redis.restart))
     result.redis_restarts += 1
     result.calm_until = time.monotonic() + _CALM
 
 
 async def _run_hosts(
-    config: FleetDemoConfig, url: str, server: FakeAuthServer, tmp: Path
+    config: FleetDemoConfig, url: str, server: FakeAuthServer, tmp: Path, result: FleetDemoResult
 ) -> list[tuple[int, bytes, bytes]]:
     name = f"demo-{secrets.token_hex(4)}"
-    async with RedisAuthStore.from_url(url, name=name) as store:
-        await store.save(server.login())
-    procs = []
-    for host in range(config.hosts):
-        home = tmp / f"host-{host}"
-        home.mkdir()
-        env = {**os.environ, "HOME": str(home), "CODEX_HOME": str(home)}
-        procs.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "aioscopedauth._fleet_demo",
-                url,
-                name,
-                server.token_url,
-                f"{server.url}/api/work",
-                str(config.seconds),
-                str(config.agents),
-                cwd=home,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+    procs: list[asyncio.subprocess.Process] = []
+    outputs: dict[int, tuple[int, bytes, bytes]] = {}
+    try:
+        async with RedisAuthStore.from_url(url, name=name) as store:
+            await store.save(server.login())
+        for host in range(config.hosts):
+            home = tmp / f"host-{host}"
+            home.mkdir()
+            env = {**os.environ, "HOME": str(home), "CODEX_HOME": str(home)}
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "aioscopedauth._fleet_demo",
+                    url,
+                    name,
+                    server.token_url,
+                    f"{server.url}/api/work",
+                    str(config.seconds),
+                    str(config.agents),
+                    cwd=home,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    # Out of the terminal's process group: a Ctrl-C reaches only this process,
+                    # which then stops each host and still gets its report.
+                    start_new_session=True,
+                )
             )
-        )
-    outputs = []
-    for proc in procs:
-        out, err = await proc.communicate()
-        outputs.append((proc.returncode or 0, out, err))
-    return outputs
+        for host, proc in enumerate(procs):
+            out, err = await proc.communicate()
+            outputs[host] = (proc.returncode or 0, out, err)
+    except asyncio.CancelledError:
+        result.interrupted = True
+        waiting = {host: proc for host, proc in enumerate(procs) if host not in outputs}
+        outputs.update(await _to_the_end(_stop_hosts(waiting)))
+    finally:
+        if config.redis_url is not None:  # the user's server: leave nothing behind
+            await _to_the_end(_forget(url, name, result))
+    return [outputs[host] for host in sorted(outputs)]
+
+
+async def _stop_hosts(
+    procs: dict[int, asyncio.subprocess.Process],
+) -> dict[int, tuple[int, bytes, bytes]]:
+    """SIGTERM each host (it finishes the request in hand and reports), and reap it."""
+
+    async def reap(proc: asyncio.subprocess.Process) -> tuple[int, bytes, bytes]:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), _STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            out, err = b"", b"did not stop when asked"
+        return proc.returncode or 0, out, err
+
+    done = await asyncio.gather(*(reap(proc) for proc in procs.values()))
+    return dict(zip(procs, done, strict=True))
+
+
+async def _forget(url: str, name: str, result: FleetDemoResult) -> None:
+    """Delete the login the demo put in a Redis it was given (and its lock, if left)."""
+    async with RedisAuthStore.from_url(url, name=name) as store:
+        try:
+            await store.client.delete(store.key, store.lock_key)
+        except (RedisError, OSError) as exc:
+            result.failures.append(
+                f"could not delete the demo's login {store.key} from Redis: {type(exc).__name__}"
+            )
+
+
+async def _to_the_end(awaitable: Awaitable[_T]) -> _T:
+    """Await ``awaitable`` to its end even if the caller is cancelled meanwhile.
+
+    A server start or restart runs in a thread that a cancellation cannot stop: stopping the
+    server while it still starts would leave a stray process. The caller's cancellation is
+    raised once the work is done.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+async def _progress(out: TextIO, server: FakeAuthServer, result: FleetDemoResult) -> None:
+    """A live line on a terminal, a plain line a second otherwise (what the parent sees)."""
+    tty = out.isatty()
+    started = time.monotonic()
+    try:
+        while True:
+            await asyncio.sleep(0.2 if tty else 1.0)
+            line = _fit(
+                [
+                    f"{time.monotonic() - started:5.1f}s",
+                    f"requests {server.api_hits:6d}",
+                    f"401s {server.api_rejections:4d}",
+                    f"token refreshes {server.refreshes:3d}",
+                    f"revocations {result.revocations:3d}",
+                    f"Redis restarts {result.redis_restarts}",
+                ],
+                _width() - tty,
+            )
+            out.write(f"\r\x1b[2K{line}" if tty else f"{line}\n")
+            out.flush()
+    finally:
+        if tty:
+            out.write("\n")
+            out.flush()
 
 
 async def run_fleet_demo(config: FleetDemoConfig, out: TextIO = sys.stdout) -> FleetDemoResult:
     """Run the fleet demo and print a summary per host and in total.
+
+    A Ctrl-C stops the hosts (each reports what it did), prints the summary so far, and then
+    raises :class:`asyncio.CancelledError`.
 
     Args:
         config: How many hosts and agents, for how long, on which server.
@@ -245,21 +352,51 @@ async def run_fleet_demo(config: FleetDemoConfig, out: TextIO = sys.stdout) -> F
     if config.seed is not None:
         random.seed(config.seed)
     result = FleetDemoResult()
+    started = time.monotonic()
+    outputs: list[tuple[int, bytes, bytes]] = []
+    try:
+        outputs = await _run_fleet(config, out, result)
+    except asyncio.CancelledError:
+        result.interrupted = True  # while starting or stopping: still say what happened
+    result.seconds = time.monotonic() - started
+    for host, (code, stdout, stderr) in enumerate(outputs):
+        try:
+            counts: dict[str, Any] = json.loads(stdout)
+            result.examples.extend(f"host {host}: {e}" for e in counts.pop("examples", []))
+        except ValueError:
+            counts = {}
+            if not result.interrupted:  # else it was stopped before it could report
+                tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                result.failures.append(f"host {host} exited {code}: {tail[0][:300]}")
+        result.hosts.append(counts)
+    _summary(out, config, result)
+    if result.interrupted:
+        raise asyncio.CancelledError
+    return result
+
+
+async def _run_fleet(
+    config: FleetDemoConfig, out: TextIO, result: FleetDemoResult
+) -> list[tuple[int, bytes, bytes]]:
+    outputs: list[tuple[int, bytes, bytes]] = []
     with tempfile.TemporaryDirectory(prefix="aioscopedauth-fleet-") as tmp_name:
         tmp = Path(tmp_name)
         embedded = RedisServer() if config.redis_url is None else None
-        if embedded is not None:
-            await asyncio.to_thread(embedded.start)
-        url = config.redis_url or (embedded.url if embedded else "")
         try:
+            if embedded is not None:
+                await _to_the_end(asyncio.to_thread(embedded.start))
+            url = config.redis_url or (embedded.url if embedded else "")
             async with FakeAuthServer(access_ttl=ACCESS_TTL, client_id=_CLIENT_ID) as server:
                 _header(out, config, server, url, embedded=embedded is not None)
-                background = [asyncio.create_task(_revoke(server, result, 2.5))]
+                background = [
+                    asyncio.create_task(_revoke(server, result, 2.5)),
+                    asyncio.create_task(_progress(out, server, result)),
+                ]
                 if embedded is not None:
                     restart = _restart_when_quiet(embedded, server, result, config.seconds)
                     background.append(asyncio.create_task(restart))
                 try:
-                    outputs = await _run_hosts(config, url, server, tmp)
+                    outputs = await _run_hosts(config, url, server, tmp, result)
                 finally:
                     for task in background:
                         task.cancel()
@@ -269,18 +406,8 @@ async def run_fleet_demo(config: FleetDemoConfig, out: TextIO = sys.stdout) -> F
                 result.reuse_answers = server.reuse_answers
         finally:
             if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
-    for host, (code, stdout, stderr) in enumerate(outputs):
-        try:
-            counts: dict[str, Any] = json.loads(stdout)
-            result.examples.extend(f"host {host}: {e}" for e in counts.pop("examples", []))
-        except ValueError:
-            tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            result.failures.append(f"host {host} exited {code}: {tail[0][:300]}")
-            counts = {}
-        result.hosts.append(counts)
-    _summary(out, config, result)
-    return result
+                await _to_the_end(asyncio.to_thread(embedded.stop))
+    return outputs
 
 
 def _header(
@@ -300,7 +427,11 @@ def _header(
 
 def _summary(out: TextIO, config: FleetDemoConfig, result: FleetDemoResult) -> None:
     head = "  host  " + "".join(f"{c:>16}" for c in _COLUMNS)
-    out.write(f"Summary after {config.seconds:g} s\n{head}\n")
+    if result.interrupted:
+        title = f"Interrupted after {result.seconds:.1f} s of {config.seconds:g} s"
+    else:
+        title = f"Summary after {config.seconds:g} s"
+    out.write(f"\n{title}\n{head}\n")
     out.writelines(
         f"  {number:>4}  " + "".join(f"{host.get(c, 0):>16}" for c in _COLUMNS) + "\n"
         for number, host in enumerate(result.hosts)
@@ -316,17 +447,24 @@ def _summary(out: TextIO, config: FleetDemoConfig, result: FleetDemoResult) -> N
     out.writelines(f"  {name:<{width}}  {value:>8}\n" for name, value in rows)
     out.writelines(f"  failure: {failure}\n" for failure in result.failures)
     out.writelines(f"  example failed request: {example}\n" for example in result.examples[:5])
-    verdict = (
-        "PASS: every request on every host succeeded and no refresh token was reused"
-        if result.passed
-        else "FAIL: a host failed, a request failed or a refresh token was reused"
-    )
+    if result.interrupted:
+        so_far = (
+            "no request failed and no refresh token was reused so far"
+            if result.total("failed") == 0 and result.reuse_answers == 0 and not result.failures
+            else "a host failed, a request failed or a refresh token was reused"
+        )
+        verdict = f"INTERRUPTED: {so_far}; not a complete run."
+    elif result.passed:
+        verdict = "PASS: every request on every host succeeded and no refresh token was reused"
+    else:
+        verdict = "FAIL: a host failed, a request failed or a refresh token was reused"
     out.write(f"\n{verdict}\n")
     out.flush()
 
 
 def _main() -> None:  # pragma: no cover - run as a worker process by the demo
     counts: dict[str, Any] = asyncio.run(_worker(sys.argv[1:]))
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a late stop must not lose the report
     sys.stdout.write(json.dumps(counts) + "\n")
 
 

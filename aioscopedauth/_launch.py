@@ -82,6 +82,9 @@ def main() -> int:
 
         sys.stdout.write(f"aioscopedauth {__version__}\n")
         return 0
-    from ._cli import main as run  # noqa: PLC0415 -- imported only when it is needed
-
+    try:
+        from ._cli import main as run  # noqa: PLC0415 -- imported only when it is needed
+    except KeyboardInterrupt:  # a Ctrl-C while the command line loads: no traceback
+        sys.stderr.write("\naioscopedauth: interrupted\n")
+        return 130
     return run()

@@ -131,7 +131,13 @@ class RedisServer:
         if self.password is not None:
             args += ["--requirepass", self.password]
         self._process = subprocess.Popen(  # noqa: S603 -- our own arguments, no shell
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal (a demo's, a test run's) leaves it to
+            # the owner's stop(), instead of shutting it down under the clients that use it.
+            start_new_session=True,
         )
         self.starts += 1
         deadline = time.monotonic() + _START_TIMEOUT

@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import secrets
+import sys
+import tempfile
+from pathlib import Path
 
 from aioscopedauth import AuthManager, FileAuthStore, OAuthConfig
 from aioscopedauth.redis import RedisAuthStore
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from aioscopedauth.testing import FakeAuthServer
 
 
-async def copy_login_to_redis(home: Path, redis_url: str) -> None:
+async def copy_login_to_redis(home: Path, redis_url: str, name: str = "team-bot") -> None:
     """Once, from a machine that is logged in: put its auth.json into Redis."""
     login = await FileAuthStore(home).load()
     if login is None:
         msg = "Not logged in here: run `codex login` first."
         raise SystemExit(msg)
-    async with RedisAuthStore.from_url(redis_url, name="team-bot") as store:
+    async with RedisAuthStore.from_url(redis_url, name=name) as store:
         await store.save(login)
 
 
-async def main(home: Path, redis_url: str, oauth: OAuthConfig) -> None:
-    await copy_login_to_redis(home, redis_url)
+async def main(home: Path, redis_url: str, oauth: OAuthConfig, name: str = "team-bot") -> None:
+    await copy_login_to_redis(home, redis_url, name)
     # Two hosts of the fleet (two machines in real life): the same URL and name, nothing else.
     async with (
-        RedisAuthStore.from_url(redis_url, name="team-bot") as store_a,
-        RedisAuthStore.from_url(redis_url, name="team-bot") as store_b,
+        RedisAuthStore.from_url(redis_url, name=name) as store_a,
+        RedisAuthStore.from_url(redis_url, name=name) as store_b,
         AuthManager(store_a, oauth) as host_a,
         AuthManager(store_b, oauth) as host_b,
     ):
@@ -36,3 +38,27 @@ async def main(home: Path, redis_url: str, oauth: OAuthConfig) -> None:
             change = await anext(changes)  # ... and host B hears of it at once
         print(f"host B adopted host A's new token: {change.auth != before} ({change.reason})")
         print(f"both hosts send the same token: {host_a.auth_cached() == host_b.auth_cached()}")
+
+
+async def try_it(redis_url: str) -> None:
+    """Run :func:`main` on a Redis, with the test kit's token endpoint and a temporary home.
+
+    Your own login is never read or spent; the login the example puts in Redis has a name of
+    its own and is deleted at the end.
+    """
+    name = f"fleet-example-{secrets.token_hex(4)}"
+    with tempfile.TemporaryDirectory() as tmp:
+        async with FakeAuthServer() as server:  # stands in for the real token endpoint
+            home = Path(tmp) / "codex-home"
+            await FileAuthStore(home).save(server.login())  # what `codex login` would save
+            try:
+                await main(home, redis_url, OAuthConfig(server.token_url, server.client_id), name)
+            finally:
+                async with RedisAuthStore.from_url(redis_url, name=name) as store:
+                    await store.client.delete(store.key, store.lock_key)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python {sys.argv[0]} REDIS_URL")
+    asyncio.run(try_it(sys.argv[1]))

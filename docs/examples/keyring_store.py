@@ -1,9 +1,10 @@
 """Keep the login in the system keyring, falling back to auth.json where there is none."""
 
 import asyncio
+import tempfile
 from pathlib import Path
 
-from aioscopedauth import AuthManager, AutoAuthStore, KeyringAuthStore
+from aioscopedauth import AuthManager, AutoAuthStore, KeyringAuthStore, StorageError
 
 
 async def main(codex_home: Path) -> None:
@@ -13,9 +14,16 @@ async def main(codex_home: Path) -> None:
 
     async with AuthManager(relaxed) as manager:
         await manager.login_with_api_key("sk-example")
-    loaded = await strict.load()
-    print("stored in the keyring:", loaded is not None)
+        try:
+            loaded = await strict.load()
+        except StorageError:  # no keyring backend (common on servers): the file was used
+            print("stored in the keyring: False (there is none here; auth.json was used)")
+        else:
+            print("stored in the keyring:", loaded is not None)
+        await manager.logout()  # the example removes its login again
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path.home() / ".codex"))
+    # A temporary home, never your real ~/.codex: its keyring entry is that home's own.
+    with tempfile.TemporaryDirectory() as home:
+        asyncio.run(main(Path(home)))

@@ -1,6 +1,7 @@
 """Say what a Codex login is, whatever Codex wrote: use it when possible, report it when not."""
 
 import asyncio
+import os
 from pathlib import Path
 
 from aioscopedauth import AuthManager, FileAuthStore, OAuthConfig, UnsupportedLoginError
@@ -21,4 +22,6 @@ async def describe(home: Path) -> str:
 
 
 if __name__ == "__main__":
-    print(asyncio.run(describe(Path.home() / ".codex")))
+    # Your Codex login: $CODEX_HOME, else ~/.codex (as the Codex CLI does).
+    home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+    print(asyncio.run(describe(home)))

@@ -10,6 +10,7 @@ from aioscopedauth import (
     AuthManager,
     AuthMiddleware,
     CommandBearerRefresher,
+    ConfigError,
     FileAuthStore,
     ProviderAuthCommand,
     load_providers,
@@ -19,6 +20,8 @@ from aioscopedauth import (
 
 async def main(codex_home: Path, gateway_url: str) -> None:
     providers = load_providers(codex_home / "config.toml")
+    if "corp" not in providers:
+        sys.exit(f"No [model_providers.corp] in {codex_home / 'config.toml'}")
     async with AuthManager(FileAuthStore(codex_home)) as base:
         corp = manager_for_provider(base, providers["corp"])  # base stays the OpenAI login
         middleware = AuthMiddleware(corp, origins=[gateway_url])
@@ -41,4 +44,9 @@ def from_code(base: AuthManager) -> AuthManager:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), sys.argv[2]))
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: python {sys.argv[0]} CODEX_HOME GATEWAY_URL")
+    try:
+        asyncio.run(main(Path(sys.argv[1]), sys.argv[2]))
+    except ConfigError as error:  # no config.toml there, or a bad one: one line, no traceback
+        sys.exit(str(error))

@@ -1,0 +1,192 @@
+"""``aioscopedauth status``: what the login is, where it is kept, when it expires; no secret."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ._cli_support import (
+    EXIT_AUTH,
+    EXIT_OK,
+    LOGIN_HINT,
+    ago,
+    build_manager,
+    mode_text,
+    provider_from,
+    unusable_login,
+    where,
+)
+from ._errors import AuthError, shown_mode_name
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ._config import ProviderInfo
+    from ._model import Auth, AuthMode
+    from ._storage import AuthStore
+
+_CANNOT_SEND = (
+    "aioscopedauth cannot send requests with this login; use the Codex CLI for it, "
+    "or log in with an API key or ChatGPT"
+)
+
+
+def _mode_name(mode: AuthMode) -> str:
+    # The on-disk name; an unknown one only when it looks like a name (never a pasted key).
+    return shown_mode_name(mode.value) or "unknown"
+
+
+def _store_facts(store: AuthStore) -> dict[str, Any]:
+    from ._storage import AutoAuthStore, FileAuthStore, KeyringAuthStore
+
+    facts: dict[str, Any] = {"store": store.kind}
+    if isinstance(store, FileAuthStore | KeyringAuthStore | AutoAuthStore):
+        facts["home"] = str(store.home)
+    if isinstance(store, FileAuthStore):
+        facts["path"] = str(store.path)
+    if store.kind == "redis":
+        facts["redis"] = getattr(store, "where", None)
+        facts["name"] = getattr(store, "name", None)
+    facts["where"] = where(store)
+    return facts
+
+
+def status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
+    from ._errors import AuthDataError
+    from ._jwt import jwt_expiration
+    from ._model import format_rfc3339
+    from ._storage import FileAuthStore
+
+    now = datetime.now(UTC)
+    facts: dict[str, Any] = {"logged_in": auth is not None, **_store_facts(store)}
+    warnings: list[str] = []
+    if isinstance(store, FileAuthStore):
+        try:
+            mode = stat.S_IMODE(store.path.stat().st_mode)
+        except OSError:
+            mode = None
+        if mode is not None and mode & 0o077:
+            warnings.append(
+                f"{store.path} can be read by other users (mode {mode:04o}); run chmod 600"
+            )
+    if auth is None:
+        facts["hint"] = LOGIN_HINT
+    else:
+        facts["mode"] = _mode_name(auth.mode)
+        facts["supported"] = auth.mode.can_send
+        if not auth.mode.can_send:
+            facts["note"] = _CANNOT_SEND
+        facts["account_id"] = auth.account_id
+        facts["email"] = auth.email
+        facts["plan"] = None if auth.plan_type is None else str(auth.plan_type)
+        data = auth.data
+        if data is not None and data.tokens is not None:
+            try:
+                expiry = jwt_expiration(data.tokens.access_token)
+            except AuthDataError:
+                expiry = None
+            facts["access_token_expires"] = None if expiry is None else format_rfc3339(expiry)
+            facts["access_token_seconds_left"] = (
+                None if expiry is None else int((expiry - now).total_seconds())
+            )
+        if data is not None and data.last_refresh is not None:
+            facts["last_refresh"] = format_rfc3339(data.last_refresh)
+    facts["warnings"] = warnings
+    return facts
+
+
+def _provider_facts(provider: ProviderInfo) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "id": provider.id,
+        "name": provider.name,
+        "base_url": provider.base_url,
+    }
+    if provider.auth is not None:
+        command = provider.auth
+        # Only the program: arguments often carry secrets (a client secret, a token file).
+        facts["command"] = command.command
+        facts["args_count"] = len(command.args)
+        facts["cwd"] = None if command.cwd is None else str(command.cwd)
+        facts["timeout_seconds"] = command.timeout
+        facts["refresh_interval_seconds"] = command.refresh_interval
+    return facts
+
+
+async def run_status(args: argparse.Namespace) -> int:
+    provider = provider_from(args)
+    async with build_manager(args) as manager:
+        try:
+            await manager.reload()
+        except AuthError as exc:
+            if not args.json:
+                raise
+            # Scripts read stdout: the failure is a JSON object there too.
+            facts = {"logged_in": False, **_store_facts(manager.store), "error": str(exc)}
+            print(json.dumps(facts, indent=2))
+            return EXIT_AUTH
+        auth = manager.auth_cached()
+        facts = status_facts(manager.store, auth)
+        unusable = None if auth is not None else await unusable_login(manager.store)
+        if unusable is not None:
+            facts["error"] = f"{facts['where']} holds no usable login ({unusable})"
+    if provider is not None:
+        facts["provider"] = _provider_facts(provider)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        # The permission warning is not printed here: the store logs it, once.
+        _print_login(facts, auth)
+        if provider is not None:
+            _print_provider(facts["provider"])
+    # A provider with a token command needs no stored login.
+    usable = auth is not None or (provider is not None and provider.auth is not None)
+    return EXIT_OK if usable else EXIT_AUTH
+
+
+def _print_login(facts: dict[str, Any], auth: Auth | None) -> None:
+    if auth is None:
+        if "error" in facts:
+            print(f"Not logged in: {facts['error']}.")
+        else:
+            print(f"Not logged in (looked in {facts['where']}).")
+        print(f"  To {LOGIN_HINT}.")
+        return
+    now = datetime.now(UTC)
+    print(f"Logged in with {mode_text(auth.mode)}")
+    if not auth.mode.can_send:
+        print(f"  {_CANNOT_SEND}.")
+    rows: list[tuple[str, str]] = [("store", f"{facts['store']}: {facts['where']}")]
+    for key, label in (("account_id", "account"), ("email", "email"), ("plan", "plan")):
+        if facts.get(key):
+            rows.append((label, str(facts[key])))
+    if facts.get("access_token_expires"):
+        expiry = datetime.fromisoformat(facts["access_token_expires"])
+        state = "expired " if expiry <= now else "expires "
+        rows.append(
+            ("access token", f"{state}{facts['access_token_expires']} ({ago(expiry, now)})")
+        )
+    if facts.get("last_refresh"):
+        refreshed = datetime.fromisoformat(facts["last_refresh"])
+        rows.append(("last refresh", f"{facts['last_refresh']} ({ago(refreshed, now)})"))
+    for label, value in rows:
+        print(f"  {label:<13} {value}")
+
+
+def _print_provider(provider: dict[str, Any]) -> None:
+    print(f"Provider {provider['id']} ({provider['name']})")
+    if provider.get("args_count"):
+        count = provider["args_count"]
+        shown = f"{provider['command']} (+ {count} argument{'s' * (count > 1)}, not shown)"
+        provider = {**provider, "command": shown}
+    labels = (
+        ("base_url", "base URL"),
+        ("command", "command"),
+        ("cwd", "cwd"),
+        ("timeout_seconds", "timeout (s)"),
+        ("refresh_interval_seconds", "refresh (s)"),
+    )
+    for key, label in labels:
+        if provider.get(key) is not None:
+            print(f"  {label:<13} {provider[key]}")
