@@ -387,7 +387,9 @@ class RefreshCoordinator:
             self.cell.warn_once(f"Failed to refresh token: {exc}")
             return snapshot
         except (AuthError, aiohttp.ClientError) as exc:
-            logger.warning("Failed to refresh token: %s", exc)
+            # Our refresh errors already say "Failed to refresh token: …"; say it once.
+            text, prefix = str(exc), "Failed to refresh token: "
+            logger.warning("%s", text if text.startswith(prefix) else prefix + text)
             return snapshot
         return self.cell.snapshot
 

@@ -247,11 +247,6 @@ async def test_a_bad_redis_url_is_a_usage_error_echoed_as_typed(url: str, shown:
     assert err.startswith("aioscopedauth: error: --redis-url must be ")
 
 
-@pytest.mark.xfail(
-    reason="needs the one-line fix in the manager's proactive refresh (issue 21 item 5): its "
-    "warning adds 'Failed to refresh token: ' to an error that already starts so",
-    strict=True,
-)
 async def test_a_failed_proactive_refresh_is_worded_once(
     home: Path, server: FakeAuthServer
 ) -> None:
