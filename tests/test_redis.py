@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from tcp_proxy import TcpProxy
 
 from aioscopedauth import (
     AuthDotJson,
@@ -74,10 +75,16 @@ async def test_save_load_delete_and_key_names(
     assert await store.delete() is True
     assert await store.load() is None
     assert await store.delete() is False
-    assert await store.client.hgetall(store.key) == {
+    marker = await store.client.hgetall(store.key)
+    assert marker == {
         b"version": b"2",
         b"writer": _b(raw[b"writer"])[:-1] + b"2",
+        b"at": marker[b"at"],
     }
+    # When each was written: the server's clock in microseconds, later for the later write.
+    server_time = await store.client.time()
+    now = server_time[0] * 1_000_000 + server_time[1]
+    assert 0 < int(raw[b"at"]) < int(marker[b"at"]) <= now
 
 
 async def test_a_login_copies_between_a_file_and_redis_both_ways(
@@ -433,7 +440,7 @@ async def test_a_sealed_login_is_unreadable_in_redis_and_its_dump(
     await store.save(login)
     assert await redis_stores(encryption_key=key).load() == login
     raw = await store.client.hgetall(store.key)
-    assert sorted(raw) == [b"sealed", b"version", b"writer"]
+    assert sorted(raw) == [b"at", b"sealed", b"version", b"writer"]
     assert not _contains_secret(b"".join(_b(v) for v in raw.values()))
     assert "sealed" in repr(store)
     await store.client.save()
@@ -458,7 +465,12 @@ async def test_a_plain_login_is_read_with_a_key_and_sealed_on_the_next_write(
     assert login is not None
     assert "is not encrypted; the next write seals it" in caplog.text
     await sealed.save(login)
-    assert sorted(await sealed.client.hgetall(sealed.key)) == [b"sealed", b"version", b"writer"]
+    assert sorted(await sealed.client.hgetall(sealed.key)) == [
+        b"at",
+        b"sealed",
+        b"version",
+        b"writer",
+    ]
 
 
 # -- security: ACL users, TLS, errors -------------------------------------------------------
@@ -481,7 +493,7 @@ async def test_an_acl_user_from_the_url_works_and_a_wrong_password_is_clear(
             "+@connection", "+hgetall", "+evalsha", "+eval", "+set", "+subscribe",
             "+unsubscribe", "+ping", "+client",
             # what the scripts run:
-            "+hget", "+hset", "+del", "+publish", "+get", "+pexpire",
+            "+hget", "+hset", "+del", "+publish", "+get", "+pexpire", "+time",
         )  # fmt: skip
         try:
             host, port = redis_server.url.removeprefix("redis://").split("/")[0].split(":")
@@ -607,3 +619,182 @@ async def test_a_logout_is_not_undone_by_a_lost_marker(
     await store.client.delete(store.key)  # the server lost everything
     assert await store.load() is None
     assert await store.client.exists(store.key) == 0
+
+
+# -- the network misbehaving: a real server behind a proxy that holds or drops --------------
+
+
+async def test_a_lock_whose_answer_comes_after_command_timeout_is_freed_at_once(
+    redis_server: RedisServer, redis_name: str
+) -> None:
+    async with TcpProxy(redis_server.port) as proxy:
+        store = RedisAuthStore.from_url(
+            proxy.url(), name=redis_name, command_timeout=0.3, lock_ttl=60
+        )
+        try:
+            assert await store.load() is None  # connected: only the lock's answer is late
+            proxy.hold_replies()
+            with pytest.raises(
+                StorageError, match=r"Could not take the refresh lock: .*no answer within 0.3 s"
+            ):
+                async with store.lock():
+                    pytest.fail("the lock was entered")
+            assert proxy.held.is_set()  # the server ran the script: it set the lock for us
+            proxy.release_replies()
+            await store.aclose()  # waits for the release the failed caller left behind
+            async with aioredis.from_url(redis_server.url) as probe:
+                # Freed at once, not after its 60 s TTL: another host can refresh.
+                assert await probe.exists(store.lock_key) == 0
+            another = RedisAuthStore.from_url(redis_server.url, name=redis_name, lock_timeout=1)
+            async with another, another.lock():
+                pass
+        finally:
+            proxy.release_replies()
+            await store.aclose()
+
+
+async def test_a_late_lock_request_never_takes_the_lock_after_it_was_given_up(
+    redis_stores: Callable[..., RedisAuthStore],
+) -> None:
+    # A request still on the wire when its caller gave up can reach the server after the
+    # caller's release (on another connection): the release leaves a mark that it obeys.
+    store = redis_stores()
+    owner = "f" * 32
+    keys = [store.lock_key, f"{store.lock_key}:void:{owner}"]
+    await store._abandon(owner, 60_000)  # the release that a take which failed leaves behind
+    # The take itself, arriving late:
+    assert await store.client.eval(_ACQUIRE_SCRIPT, 2, *keys, owner, 60_000) == 0
+    assert await store.client.exists(store.lock_key) == 0
+    async with store.lock():  # another owner takes it as usual
+        assert await store.client.exists(store.lock_key) == 1
+
+
+async def test_a_listener_whose_connection_died_silently_notices_and_resubscribes(
+    redis_stores: Callable[..., RedisAuthStore],
+    redis_server: RedisServer,
+    redis_name: str,
+    server: FakeAuthServer,
+) -> None:
+    writer = redis_stores()
+    async with TcpProxy(redis_server.port) as proxy:
+        store = RedisAuthStore.from_url(
+            proxy.url(), name=redis_name, command_timeout=0.5, ping_interval=0.2
+        )
+        fired = 0
+        fire = asyncio.Event()
+
+        def callback() -> None:
+            nonlocal fired
+            fired += 1
+            fire.set()
+
+        stop = store.watch(callback)
+        try:
+            await asyncio.wait_for(fire.wait(), 10)  # subscribed (and told to catch up)
+            fire.clear()
+            assert proxy.drop_silently() == 1  # the listener's connection: no FIN, no RST
+            await writer.save(server.login())  # its notice goes into the black hole
+            # The listener finds out by itself (its PING gets no answer), subscribes again
+            # on a new connection and says so, so the missed notice is caught up on.
+            await asyncio.wait_for(fire.wait(), 10)
+            assert proxy.connections == 2
+            await asyncio.wait_for(store.listening.wait(), 10)
+            fire.clear()
+            await writer.save(server.login())
+            await asyncio.wait_for(fire.wait(), 10)  # notices arrive again
+            assert store.notices == 1
+            assert fired == 3
+        finally:
+            await stop()
+            await store.aclose()
+
+
+# -- a restart: the newest login in time wins, not the highest version ---------------------
+
+
+async def test_a_login_saved_after_a_restart_is_never_overwritten_by_an_older_memory(
+    server: FakeAuthServer, own_redis: RedisServer
+) -> None:
+    subscriptions = 0
+    subscribed = asyncio.Event()
+
+    def count() -> None:
+        nonlocal subscriptions
+        subscriptions += 1
+        subscribed.set()
+
+    async with RedisAuthStore.from_url(own_redis.url, name="fleet") as old_host:
+        await old_host.save(server.login())
+        remembered = server.login()
+        await old_host.save(remembered)  # version 2, remembered by this host
+        stop = old_host.watch(count)
+        await asyncio.wait_for(subscribed.wait(), 10)
+        await _restart(own_redis)  # it comes back empty
+        while subscriptions < 2:  # the listener is back (and rereads nothing: no manager)
+            subscribed.clear()
+            await asyncio.wait_for(subscribed.wait(), 10)
+        subscribed.clear()
+        newer = server.login()
+        async with RedisAuthStore.from_url(own_redis.url, name="fleet") as new_host:
+            await new_host.save(newer)  # a new login after the restart: version 1
+        await asyncio.wait_for(subscribed.wait(), 10)
+        assert old_host.notices == 1  # its notice counts, although its version is lower
+        assert await old_host.load() == newer  # it used to write version 2 back over it
+        async with RedisAuthStore.from_url(own_redis.url, name="fleet") as third:
+            assert await third.load() == newer
+        await stop()
+    assert remembered != newer
+
+
+async def test_a_restarted_empty_redis_gets_the_newest_remembered_login_back(
+    server: FakeAuthServer, own_redis: RedisServer
+) -> None:
+    async with (
+        RedisAuthStore.from_url(own_redis.url, name="fleet") as behind,
+        RedisAuthStore.from_url(own_redis.url, name="fleet") as ahead,
+    ):
+        first, second = server.login(), server.login()
+        await behind.save(first)
+        assert await ahead.load() == first
+        await ahead.save(second)  # "behind" never read it
+        await _restart(own_redis)
+        assert await behind.load() == first  # it writes back what it remembers ...
+        assert await ahead.load() == second  # ... and the newer memory wins over it
+        assert await behind.load() == second
+        newest = server.login()
+        await behind.save(newest)
+        assert await ahead.load() == newest
+
+
+# -- bad input and misuse -------------------------------------------------------------------
+
+
+async def test_a_store_used_from_a_second_event_loop_says_so(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer
+) -> None:
+    store = redis_stores()
+    await store.save(server.login())
+
+    def other_loop(use: Callable[[], Any]) -> None:
+        async def run() -> None:
+            await use()
+
+        asyncio.run(run())
+
+    async def enter_lock() -> None:
+        async with store.lock():
+            pass
+
+    async def watch() -> None:
+        store.watch(lambda: None)
+
+    expected = (
+        "This RedisAuthStore was first used on another event loop. A store (and its Redis "
+        "client) belongs to one event loop: make one store per loop; they share the login "
+        "through Redis."
+    )
+    for use in (store.load, lambda: store.save(server.login()), enter_lock, watch):
+        with pytest.raises(ConfigError) as info:
+            await asyncio.to_thread(other_loop, use)
+        assert str(info.value) == expected
+    assert await store.load() is not None  # still fine on its own loop
