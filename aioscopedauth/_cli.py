@@ -282,8 +282,13 @@ def _redis_store(args: argparse.Namespace) -> AuthStore:
         key = bytes.fromhex(key_text) if key_text else None
     except ValueError:
         msg = "AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)"
-        raise ConfigError(msg) from None
-    store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
+        raise UsageError(msg) from None
+    try:
+        store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
+    except ConfigError as exc:
+        # A bad --redis-url, --redis-name or key is bad usage: exit 2. The message never
+        # quotes the URL's password.
+        raise UsageError(str(exc).rstrip(".")) from None
     _OPENED.append(store)
     return store
 

@@ -110,3 +110,43 @@ async def test_the_fleet_demo_passes_with_an_embedded_server() -> None:
     assert failed == 0
     assert re.search(r"refresh tokens reused +0$", out, flags=re.MULTILINE)
     assert re.search(r"Redis restarts +1$", out, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://fleet:CANARY-cli-pw@h:abc/0", "the port must be a number from 1 to 65535"),
+        ("redis://h:99999/0", "the port must be a number from 1 to 65535"),
+        ("redis://[::1", "it cannot be parsed (an unclosed '[' around an IPv6 address?)"),
+    ],
+)
+@pytest.mark.parametrize("source", ["option", "environment"])
+async def test_a_bad_redis_url_is_a_usage_error_in_one_line(
+    tmp_path: Path, url: str, problem: str, source: str
+) -> None:
+    args = ("--home", str(tmp_path), "--store", "redis")
+    if source == "option":
+        code, out, err = await _run(*args, "--redis-url", url, "status")
+    else:
+        code, out, err = await _run(*args, "status", env={"AIOSCOPEDAUTH_REDIS_URL": url})
+    assert (code, out) == (2, "")
+    assert err == (
+        f"aioscopedauth: error: Bad Redis URL: {problem}. Write it as redis://[user:password@]"
+        "host:port/db (or rediss://, unix:///path), with special characters in the user and "
+        "password percent-encoded\n"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+async def test_a_bad_redis_name_or_key_is_a_usage_error(tmp_path: Path) -> None:
+    args = ("--home", str(tmp_path), "--store", "redis", "--redis-url", "redis://h:1/0")
+    code, out, err = await _run(*args, "--redis-name", "a b", "status")
+    assert (code, out) == (2, "")
+    assert err.startswith("aioscopedauth: error: Bad Redis login name 'a b': ")
+    assert len(err.splitlines()) == 1
+    code, out, err = await _run(*args, "status", env={"AIOSCOPEDAUTH_REDIS_KEY": "abc"})
+    assert (code, out, err) == (
+        2,
+        "",
+        "aioscopedauth: error: AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)\n",
+    )
