@@ -150,3 +150,57 @@ async def test_a_bad_redis_name_or_key_is_a_usage_error(tmp_path: Path) -> None:
         "",
         "aioscopedauth: error: AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)\n",
     )
+
+
+def _children(pid: int) -> dict[int, bytes]:
+    """The command lines of ``pid``'s children (read from /proc, as ``ps`` does)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # it ended meanwhile
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc, as ps does")
+async def test_the_fleet_demo_never_puts_the_redis_password_on_a_command_line() -> None:
+    password = "CANARY-demo-redis-password-5e1"
+    with RedisServer(password=password) as server:
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+        proc = await asyncio.create_subprocess_exec(
+            SCRIPT, "demo", "--hosts", "2", "--agents", "1", "--seconds", "4",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "AIOSCOPEDAUTH_REDIS_URL": url},
+        )  # fmt: skip
+        try:
+            hosts: dict[int, bytes] = {}
+            communicate = asyncio.ensure_future(proc.communicate())
+            # Look at the hosts while they run (the demo waits for them for 4 s).
+            while len(hosts) < 2 and not communicate.done():  # /proc has no event to wait on
+                hosts.update(
+                    (pid, line)
+                    for pid, line in _children(proc.pid).items()
+                    if b"aioscopedauth._fleet_demo" in line
+                )
+                await asyncio.sleep(0.05)
+            out, err = await asyncio.wait_for(communicate, 120)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.communicate()
+    assert len(hosts) == 2, (out + err).decode()[-2000:]
+    for line in hosts.values():
+        assert password.encode() not in line
+        assert b"redis://" not in line
+    assert proc.returncode == 0, (out + err).decode()[-2000:]
+    assert password.encode() not in out + err
+    assert b"PASS: every request on every host succeeded" in out
