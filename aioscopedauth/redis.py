@@ -284,11 +284,12 @@ class RedisAuthStore:
     it as ``async with``; nothing connects until the first call.
 
     The payload is the same ``auth.json`` document a :class:`~aioscopedauth.FileAuthStore`
-    keeps, so a login copies between the two either way (``load`` from one, ``save`` to the
-    other). Writes are compare-and-swap on a version stored with the document, and each one
-    publishes a change notice (the version, never the payload) that :meth:`watch` delivers to
-    every other store of the same name: an :class:`~aioscopedauth.AuthManager` adopts new
-    tokens at once, and in steady state a request costs no round trip to the server.
+    keeps; :meth:`move_login_from` moves a machine's login in (a copy would leave two holders
+    of one single-use refresh token). Writes are compare-and-swap on a version stored with
+    the document, and each one publishes a change notice (the version, never the payload)
+    that :meth:`watch` delivers to every other store of the same name: an
+    :class:`~aioscopedauth.AuthManager` adopts new tokens at once, and in steady state a
+    request costs no round trip to the server.
 
     Args:
         client: A ``redis.asyncio.Redis`` client (binary or decoded responses).

@@ -22,7 +22,9 @@ from aioscopedauth import (
     StorageError,
 )
 from aioscopedauth.redis import _ACQUIRE_SCRIPT, _RENEW_SCRIPT, RedisAuthStore
-from aioscopedauth.testing import FakeAuthServer, RedisServer, issued_secrets
+from aioscopedauth.testing import FakeAuthServer, RedisServer, issued_secrets, write_auth_json
+
+from support import GatedFileStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -798,3 +800,65 @@ async def test_a_store_used_from_a_second_event_loop_says_so(
             await asyncio.to_thread(other_loop, use)
         assert str(info.value) == expected
     assert await store.load() is not None  # still fine on its own loop
+
+
+# -- moving a machine's login into the fleet -----------------------------------------------
+
+
+async def test_a_login_moves_from_a_file_and_the_machine_is_logged_out(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, home: Path
+) -> None:
+    store = redis_stores()
+    login = server.login()
+    path = write_auth_json(home, login)
+    assert await store.move_login_from(FileAuthStore(home)) is True
+    assert await store.load() == login
+    # The machine is logged out: Codex (or this library) there has nothing left to spend.
+    assert not path.exists()
+    assert await FileAuthStore(home).load() is None
+    assert await store.move_login_from(FileAuthStore(home)) is False  # nothing to move
+    assert await store.load() == login
+
+
+async def test_a_move_never_replaces_another_fleet_login_unless_told(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, home: Path
+) -> None:
+    store = redis_stores()
+    fleets = server.login()
+    await store.save(fleets)
+    path = write_auth_json(home, server.login())
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="already holds another login: nothing was moved"):
+        await store.move_login_from(FileAuthStore(home))
+    assert path.read_bytes() == before
+    assert await store.load() == fleets
+    assert await store.move_login_from(FileAuthStore(home), replace=True) is True
+    assert await store.load() == AuthDotJson.from_json(before)
+    assert not path.exists()
+
+
+class _GatedSecondLoad(GatedFileStore):
+    """Holds the move's second read (under the locks), so the file can change right after."""
+
+    loads = 0
+
+    async def load(self) -> AuthDotJson | None:
+        self.loads += 1
+        self.hold_next_load = self.loads == 2
+        return await super().load()
+
+
+async def test_a_login_refreshed_at_the_source_during_the_move_is_the_one_moved(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, home: Path
+) -> None:
+    store = redis_stores()
+    write_auth_json(home, server.login())
+    source = _GatedSecondLoad(home)
+    move = asyncio.create_task(store.move_login_from(source))
+    await asyncio.wait_for(source.holding.wait(), 10)
+    newer = server.login()
+    path = write_auth_json(home, newer)  # Codex refreshed there: the copy's token is spent
+    source.release.set()
+    assert await asyncio.wait_for(move, 10) is True
+    assert await store.load() == newer  # not the spent one
+    assert not path.exists()
