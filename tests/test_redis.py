@@ -631,13 +631,13 @@ async def test_a_lock_whose_answer_comes_after_command_timeout_is_freed_at_once(
 ) -> None:
     async with TcpProxy(redis_server.port) as proxy:
         store = RedisAuthStore.from_url(
-            proxy.url(), name=redis_name, command_timeout=0.3, lock_ttl=60
+            proxy.url(), name=redis_name, command_timeout=1.0, lock_ttl=60
         )
         try:
             assert await store.load() is None  # connected: only the lock's answer is late
             proxy.hold_replies()
             with pytest.raises(
-                StorageError, match=r"Could not take the refresh lock: .*no answer within 0.3 s"
+                StorageError, match=r"Could not take the refresh lock: .*no answer within 1 s"
             ):
                 async with store.lock():
                     pytest.fail("the lock was entered")
@@ -680,7 +680,7 @@ async def test_a_listener_whose_connection_died_silently_notices_and_resubscribe
     writer = redis_stores()
     async with TcpProxy(redis_server.port) as proxy:
         store = RedisAuthStore.from_url(
-            proxy.url(), name=redis_name, command_timeout=0.5, ping_interval=0.2
+            proxy.url(), name=redis_name, command_timeout=2.0, ping_interval=0.3
         )
         fired = 0
         fire = asyncio.Event()
@@ -862,3 +862,19 @@ async def test_a_login_refreshed_at_the_source_during_the_move_is_the_one_moved(
     assert await asyncio.wait_for(move, 10) is True
     assert await store.load() == newer  # not the spent one
     assert not path.exists()
+
+
+async def test_a_command_on_a_connection_that_died_silently_fails_once_then_works(
+    redis_server: RedisServer, redis_name: str, server: FakeAuthServer
+) -> None:
+    async with TcpProxy(redis_server.port) as proxy:
+        store = RedisAuthStore.from_url(proxy.url(), name=redis_name, command_timeout=1.0)
+        async with store:
+            login = server.login()
+            await store.save(login)
+            assert proxy.drop_silently() == 1
+            with pytest.raises(StorageError, match=r"is unreachable \(no answer within 1 s\)"):
+                await store.load()
+            # The dead connection was thrown away, not put back in the pool.
+            assert await store.load() == login
+            assert proxy.connections == 2
