@@ -160,7 +160,10 @@ def _stamp_of(value: object) -> int:
         return 0
 
 
-_URL_FORM = "redis://[user:password@]host:port/db (or rediss://, unix:///path)"
+_URL_FORM = (
+    "redis://[user:password@]host:port/db (or rediss://, unix:///path, "
+    "redis+sentinel://[user:password@]host:port,host:port/SERVICE/db)"
+)
 _URL_SCHEMES = ("redis", "rediss", "unix")
 _DB_PATH = re.compile(r"/?[0-9]*")
 
@@ -195,7 +198,7 @@ def _parse_url(url: object) -> tuple[str, str | None]:  # noqa: PLR0911 -- one r
     except ValueError:
         return "", "it cannot be parsed (an unclosed '[' around an IPv6 address?)"
     if parts.scheme not in _URL_SCHEMES:
-        return "", "it must start with redis://, rediss:// or unix://"
+        return "", "it must start with redis://, rediss://, unix:// or redis+sentinel://"
     if parts.scheme == "unix":
         if not parts.path:
             return "", "a unix:// URL needs the socket's path"
@@ -213,6 +216,122 @@ def _parse_url(url: object) -> tuple[str, str | None]:  # noqa: PLR0911 -- one r
     shown_host = f"[{host}]" if ":" in host else host
     shown_port = f":{port}" if port else ""
     return f"{parts.scheme}://{user}{shown_host}{shown_port}{parts.path}", None
+
+
+_SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+_SENTINEL_PORT = 26379
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def _is_sentinel_url(url: object) -> bool:
+    return isinstance(url, str) and url.startswith(tuple(f"{s}://" for s in _SENTINEL_SCHEMES))
+
+
+@attrs.frozen
+class _SentinelUrl:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    scheme: str
+    username: str | None
+    password: str | None = attrs.field(repr=False)
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    options: dict[str, Any] = attrs.field(repr=False)
+
+    @property
+    def where(self) -> str:
+        """How messages name it (never a password)."""
+        user = f"{self.username}@" if self.username else ""
+        hosts = ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.sentinels
+        )
+        return f"{self.scheme}://{user}{hosts}/{self.service}/{self.db}"
+
+    def client(self, client_options: dict[str, Any]) -> tuple[redis.asyncio.Redis, Any]:
+        """The client of the primary, and the ``Sentinel`` that finds it (both to close)."""
+        from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415 -- optional extra
+
+        options = {**self.options, **client_options}
+        sentinel_options = options.pop("sentinel_kwargs", None)
+        if sentinel_options is None:
+            # How to reach a sentinel: the same connect timeout and keepalive, no socket
+            # timeout (the store bounds each command, discovery included).
+            sentinel_options = {
+                key: value
+                for key, value in options.items()
+                if key in ("socket_connect_timeout", "socket_keepalive")
+            }
+        if self.username is not None:
+            options.setdefault("username", self.username)
+        if self.password is not None:
+            options.setdefault("password", self.password)
+        options.setdefault("db", self.db)
+        if self.scheme == "rediss+sentinel":
+            options["ssl"] = True
+        sentinel = Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        return sentinel.master_for(self.service, **options), sentinel
+
+
+def _parse_sentinel_url(url: str) -> _SentinelUrl:
+    """Parse ``redis+sentinel://[user:password@]h1:p1,h2:p2/SERVICE[/DB][?options]``.
+
+    Raises:
+        ConfigError: A part is missing or malformed (the message never quotes the URL).
+    """
+    followed, problem = _sentinel_parts(url)
+    if followed is None:
+        raise _bad_url(problem or "it cannot be parsed")
+    return followed
+
+
+_NO_SERVICE = (
+    "a redis+sentinel:// URL names the service after the sentinels, as in "
+    "redis+sentinel://h1:26379,h2:26379/mymaster/0"
+)
+_BAD_SENTINEL = "each sentinel must be host:port, with a port from 1 to 65535"
+
+
+def _sentinel_parts(url: str) -> tuple[_SentinelUrl | None, str | None]:  # noqa: PLR0911 -- one return per problem
+    from urllib.parse import unquote  # noqa: PLC0415 -- only for this rare form
+
+    from redis.asyncio.connection import parse_url  # noqa: PLC0415 -- optional extra
+
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    if "#" in rest:
+        return None, "it holds a '#' (percent-encode it in a password)"
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hostlist = netloc.rpartition("@")
+    sentinels: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        try:
+            parts = urlsplit(f"//{item}")
+            port = parts.port
+        except ValueError:
+            return None, _BAD_SENTINEL
+        if not parts.hostname or port == 0:
+            return None, _BAD_SENTINEL
+        sentinels.append((parts.hostname, port or _SENTINEL_PORT))
+    segments = path.split("/") if path else []
+    if not segments or not _SERVICE.fullmatch(segments[0]):
+        return None, _NO_SERVICE
+    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):  # noqa: PLR2004 -- service and db
+        return None, "the database after the service must be a number, such as /0"
+    db = int(segments[1]) if len(segments) == 2 else 0  # noqa: PLR2004 -- service and db
+    try:
+        options = dict(parse_url(f"redis://localhost/?{query}")) if query else {}
+    except ValueError:
+        return None, "one of its query options has a bad value (socket or ssl options)"
+    options.pop("host", None)
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        user_text, has_password, password_text = userinfo.partition(":")
+        username = unquote(user_text) or None
+        password = unquote(password_text) if has_password else None
+    service = segments[0]
+    return _SentinelUrl(scheme, username, password, tuple(sentinels), service, db, options), None
 
 
 def _unknown_option(exc: TypeError) -> ConfigError:
@@ -341,6 +460,8 @@ class RedisAuthStore:
     _listener: asyncio.Task[None] | None = attrs.field(default=None, init=False, repr=False)
     _stopping: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
     _aead: Any = attrs.field(default=None, init=False, repr=False)
+    _sentinel: Any = attrs.field(default=None, init=False, repr=False)
+    """The ``redis.asyncio.sentinel.Sentinel`` behind a ``redis+sentinel://`` URL (closed too)."""
     _warned_plain: bool = attrs.field(default=False, init=False, repr=False)
     _background: set[asyncio.Task[None]] = attrs.field(factory=set, init=False, repr=False)
     """Lock releases that outlive a cancelled caller (kept here so they are not collected)."""
@@ -409,7 +530,15 @@ class RedisAuthStore:
 
         ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS (certificate options
         as URL query parameters, e.g. ``?ssl_ca_certs=/path/ca.pem``) and ``unix://`` work as
-        in ``redis.asyncio.from_url``; an ACL user and password go in the URL. Connecting may
+        in ``redis.asyncio.from_url``; an ACL user and password go in the URL.
+
+        ``redis+sentinel://[user:password@]host1:port1,host2:port2,.../SERVICE[/DB]`` (and
+        ``rediss+sentinel://`` for TLS to the servers) follows the primary of ``SERVICE``
+        through Sentinel, with redis-py's own Sentinel support: each new connection asks the
+        sentinels (port 26379 when none is given) where the primary is, so after a failover
+        the store, its lock and its change listener move to the new primary by themselves.
+        The user and password are the servers'; sentinels that need their own go in
+        ``sentinel_kwargs={"password": ...}``. Connecting may
         take 5 s and each command ``command_timeout``; a command that fails on a broken
         connection is retried once at once, on a new connection (no backoff: the library
         decides what to do next).
@@ -452,20 +581,28 @@ class RedisAuthStore:
         # Every command of the store may run twice: writes are compare-and-swap, the lock
         # script knows its owner.
         client_options.setdefault("retry", Retry(NoBackoff(), 1))
-        where = _where_from_url(url)
+        sentinel: Any = None
         try:
-            client = aioredis.from_url(url, **client_options)
+            if _is_sentinel_url(url):
+                followed = _parse_sentinel_url(url)
+                where = followed.where
+                client, sentinel = followed.client(client_options)
+            else:
+                where = _where_from_url(url)
+                client = aioredis.from_url(url, **client_options)
             # Build one connection object (no I/O) so that an option redis-py does not know
             # fails here, not as a TypeError at the first command.
             pool = client.connection_pool
             pool.connection_class(**pool.connection_kwargs)
-        except ValueError:
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
             # The parser's message may quote the URL, password included.
             problem = "one of its query options has a bad value (db, socket or ssl options)"
             raise _bad_url(problem) from None
         except TypeError as exc:
             raise _unknown_option(exc) from None
-        return cls(
+        store = cls(
             client,
             name=name,
             encryption_key=encryption_key,
@@ -477,6 +614,8 @@ class RedisAuthStore:
             owns_client=True,
             where=where,
         )
+        store._sentinel = sentinel
+        return store
 
     # -- names ------------------------------------------------------------------------------
 
@@ -525,6 +664,8 @@ class RedisAuthStore:
                 task.cancel()
         if self.owns_client:
             await self.client.aclose()
+            if self._sentinel is not None:
+                await self._sentinel.aclose()
 
     def _check_loop(self) -> None:
         # The client's connections, and the store's events and tasks, belong to the loop that

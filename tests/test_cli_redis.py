@@ -132,8 +132,9 @@ async def test_a_bad_redis_url_is_a_usage_error_in_one_line(
     assert (code, out) == (2, "")
     assert err == (
         f"aioscopedauth: error: Bad Redis URL: {problem}. Write it as redis://[user:password@]"
-        "host:port/db (or rediss://, unix:///path), with special characters in the user and "
-        "password percent-encoded\n"
+        "host:port/db (or rediss://, unix:///path, redis+sentinel://[user:password@]host:port,"
+        "host:port/SERVICE/db), with special characters in the user and password "
+        "percent-encoded\n"
     )
     assert not list(tmp_path.iterdir())
 

@@ -355,8 +355,11 @@ REDIS_URLS: dict[str, tuple[str, str]] = {
     "port 99999": ("redis://h:99999/0", "the port must be a number from 1 to 65535"),
     "port 0": ("redis://h:0/0", "the port must be a number from 1 to 65535"),
     "unclosed IPv6 bracket": ("redis://[::1", "it cannot be parsed (an unclosed '['"),
-    "an http URL": ("http://h:6379/0", "it must start with redis://, rediss:// or unix://"),
-    "no scheme": ("h:6379", "it must start with redis://, rediss:// or unix://"),
+    "an http URL": (
+        "http://h:6379/0",
+        "it must start with redis://, rediss://, unix:// or redis+sentinel://",
+    ),
+    "no scheme": ("h:6379", "it must start with redis://, rediss://, unix:// or redis+sentinel://"),
     "a unix URL without a path": ("unix://", "a unix:// URL needs the socket's path"),
     "a database that is no number": ("redis://h:6379/x", "the database after the host must"),
     "a password with an unencoded slash": (
@@ -369,6 +372,27 @@ REDIS_URLS: dict[str, tuple[str, str]] = {
     ),
     "a query option with a bad value": (
         f"redis://:{REDIS_PASSWORD}@h:6379/0?socket_timeout=abc",
+        "one of its query options has a bad value",
+    ),
+    "a sentinel whose port is no number": (
+        f"redis+sentinel://fleet:{REDIS_PASSWORD}@h1:26379,h2:abc/svc",
+        "each sentinel must be host:port, with a port from 1 to 65535",
+    ),
+    "an empty sentinel": ("redis+sentinel://h1:26379,,h2/svc", "each sentinel must be host:port"),
+    "a sentinel URL without a service": (
+        "redis+sentinel://h1:26379,h2:26379",
+        "names the service after the sentinels",
+    ),
+    "a sentinel URL whose database is no number": (
+        "redis+sentinel://h1/svc/x",
+        "the database after the service must be a number",
+    ),
+    "a sentinel password with an unencoded slash": (
+        f"redis+sentinel://fleet:{REDIS_PASSWORD}/x@h1/svc",
+        "each sentinel must be host:port",
+    ),
+    "a sentinel URL with a bad query option": (
+        f"redis+sentinel://:{REDIS_PASSWORD}@h1/svc?socket_timeout=x",
         "one of its query options has a bad value",
     ),
     "an unknown query option": (
