@@ -25,6 +25,8 @@ class _Link:
     server: asyncio.StreamWriter
     silent: bool = False
     """Dropped without a word: bytes read from either side are thrown away, nothing closes."""
+    requests: asyncio.Event = attrs.Factory(asyncio.Event)
+    """Set while requests flow to the server (cleared: they wait in the "network")."""
     tasks: list[asyncio.Task[None]] = attrs.Factory(list)
 
 
@@ -45,6 +47,10 @@ class TcpProxy:
     """Client connections accepted so far."""
     held: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     """Set once a reply arrived from the server while replies are held."""
+    requests_held: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    """Set once a request arrived from a client while its connection's requests are held."""
+    answered: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    """Set whenever bytes arrive from the server (clear it, then wait for the next answer)."""
     _flowing: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _links: list[_Link] = attrs.Factory(list)
     _server: asyncio.Server | None = attrs.field(default=None, init=False)
@@ -68,6 +74,25 @@ class TcpProxy:
     def release_replies(self) -> None:
         """Send the held replies, and let later ones through at once."""
         self._flowing.set()
+
+    def hold_requests(self) -> int:
+        """Keep the requests of every connection open now on their way, until released.
+
+        Connections made later are not held: a request on one of those can overtake a held
+        one, as on a real network where one path is slow.
+
+        Returns:
+            How many connections are held.
+        """
+        self.requests_held.clear()
+        for link in self._links:
+            link.requests.clear()
+        return len(self._links)
+
+    def release_requests(self) -> None:
+        """Let the held requests reach the server (even where their client has gone)."""
+        for link in self._links:
+            link.requests.set()
 
     def drop_silently(self) -> int:
         """Make every open connection a black hole: no byte passes either way, none is closed.
@@ -117,6 +142,7 @@ class TcpProxy:
             writer.close()
             return
         link = _Link(writer, server_writer)
+        link.requests.set()
         self._links.append(link)
         link.tasks = [
             asyncio.create_task(self._pump(link, reader, server_writer, replies=False)),
@@ -133,9 +159,14 @@ class TcpProxy:
     ) -> None:
         try:
             while chunk := await reader.read(_CHUNK):
-                if replies and not self._flowing.is_set():
-                    self.held.set()
-                    await self._flowing.wait()
+                if replies:
+                    self.answered.set()
+                    if not self._flowing.is_set():
+                        self.held.set()
+                        await self._flowing.wait()
+                elif not link.requests.is_set():
+                    self.requests_held.set()
+                    await link.requests.wait()
                 if link.silent:
                     continue  # a black hole: swallowed, and nobody is told
                 writer.write(chunk)
@@ -144,5 +175,10 @@ class TcpProxy:
             pass
         finally:
             if not link.silent:
-                # The other side closed: pass the close on, as a real network does.
-                writer.close()
+                # This side closed: pass the FIN on (a half-close, as a real network does; the
+                # answer to a last request can still come back the other way).
+                with contextlib.suppress(OSError):
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    else:
+                        writer.close()

@@ -655,20 +655,34 @@ async def test_a_lock_whose_answer_comes_after_command_timeout_is_freed_at_once(
             await store.aclose()
 
 
-async def test_a_late_lock_request_never_takes_the_lock_after_it_was_given_up(
-    redis_stores: Callable[..., RedisAuthStore],
+async def test_a_lock_request_that_reaches_the_server_after_its_caller_gave_up_takes_nothing(
+    redis_server: RedisServer, redis_name: str
 ) -> None:
-    # A request still on the wire when its caller gave up can reach the server after the
-    # caller's release (on another connection): the release leaves a mark that it obeys.
-    store = redis_stores()
-    owner = "f" * 32
-    keys = [store.lock_key, f"{store.lock_key}:void:{owner}"]
-    await store._abandon(owner, 60_000)  # the release that a take which failed leaves behind
-    # The take itself, arriving late:
-    assert await store.client.eval(_ACQUIRE_SCRIPT, 2, *keys, owner, 60_000) == 0
-    assert await store.client.exists(store.lock_key) == 0
-    async with store.lock():  # another owner takes it as usual
-        assert await store.client.exists(store.lock_key) == 1
+    async with TcpProxy(redis_server.port) as proxy:
+        store = RedisAuthStore.from_url(
+            proxy.url(), name=redis_name, command_timeout=1.0, lock_ttl=60
+        )
+        try:
+            async with store.lock():  # connected, and the server knows the lock's script
+                pass
+            assert proxy.hold_requests() == 1  # that connection's next request is slow
+            with pytest.raises(
+                StorageError, match=r"Could not take the refresh lock: .*no answer within 1 s"
+            ):
+                async with store.lock():
+                    pytest.fail("the lock was entered")
+            assert proxy.requests_held.is_set()
+            # The caller's release went out on a new connection and is done ...
+            await store.aclose()
+            proxy.answered.clear()
+            proxy.release_requests()  # ... and now the take reaches the server, late
+            await asyncio.wait_for(proxy.answered.wait(), 10)  # the server ran it
+            async with aioredis.from_url(redis_server.url) as probe:
+                # It took nothing: otherwise no host could refresh for 60 s.
+                assert await probe.exists(store.lock_key) == 0
+        finally:
+            proxy.release_requests()
+            await store.aclose()
 
 
 async def test_a_listener_whose_connection_died_silently_notices_and_resubscribes(
