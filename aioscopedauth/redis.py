@@ -221,6 +221,7 @@ def _parse_url(url: object) -> tuple[str, str | None]:  # noqa: PLR0911 -- one r
 _SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 _SENTINEL_PORT = 26379
 _SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def _is_sentinel_url(url: object) -> bool:
@@ -316,7 +317,7 @@ def _sentinel_parts(url: str) -> tuple[_SentinelUrl | None, str | None]:  # noqa
     segments = path.split("/") if path else []
     if not segments or not _SERVICE.fullmatch(segments[0]):
         return None, _NO_SERVICE
-    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):  # noqa: PLR2004 -- service and db
+    if len(segments) > 2 or (len(segments) == 2 and not _DIGITS.fullmatch(segments[1])):  # noqa: PLR2004 -- service and db
         return None, "the database after the service must be a number, such as /0"
     db = int(segments[1]) if len(segments) == 2 else 0  # noqa: PLR2004 -- service and db
     try:
@@ -350,6 +351,9 @@ def _unknown_option(exc: TypeError) -> ConfigError:
 
 
 def _where_from_client(client: redis.asyncio.Redis) -> str:
+    service = getattr(client.connection_pool, "service_name", None)
+    if service is not None:  # a client from redis.asyncio.sentinel.Sentinel.master_for
+        return f"redis+sentinel://.../{service}"
     options: dict[str, Any] = getattr(client.connection_pool, "connection_kwargs", {})
     if "path" in options:
         return f"unix://{options['path']}"
@@ -464,7 +468,7 @@ class RedisAuthStore:
     """The ``redis.asyncio.sentinel.Sentinel`` behind a ``redis+sentinel://`` URL (closed too)."""
     _warned_plain: bool = attrs.field(default=False, init=False, repr=False)
     _background: set[asyncio.Task[None]] = attrs.field(factory=set, init=False, repr=False)
-    """Lock releases that outlive a cancelled caller (kept here so they are not collected)."""
+    """Lock releases that outlive a failed or cancelled caller (kept so they are not collected)."""
     listening: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
     """Set while the change listener is subscribed (cleared while it reconnects)."""
     notices: int = attrs.field(default=0, init=False)
