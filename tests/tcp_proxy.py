@@ -49,9 +49,13 @@ class TcpProxy:
     """Set once a reply arrived from the server while replies are held."""
     requests_held: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     """Set once a request arrived from a client while its connection's requests are held."""
+    accepted: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    """Set whenever a client connection is accepted (clear it, then wait for the next one)."""
     answered: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     """Set whenever bytes arrive from the server (clear it, then wait for the next answer)."""
     _flowing: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    black_hole: bool = attrs.field(default=False, init=False)
+    """While set, new connections are accepted and then dropped silently too."""
     _links: list[_Link] = attrs.Factory(list)
     _server: asyncio.Server | None = attrs.field(default=None, init=False)
 
@@ -134,6 +138,7 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.accepted.set()
         try:
             server_reader, server_writer = await asyncio.open_connection(
                 "127.0.0.1", self.target_port
@@ -141,7 +146,7 @@ class TcpProxy:
         except OSError:
             writer.close()
             return
-        link = _Link(writer, server_writer)
+        link = _Link(writer, server_writer, silent=self.black_hole)
         link.requests.set()
         self._links.append(link)
         link.tasks = [

@@ -892,3 +892,35 @@ async def test_a_command_on_a_connection_that_died_silently_fails_once_then_work
             # The dead connection was thrown away, not put back in the pool.
             assert await store.load() == login
             assert proxy.connections == 2
+
+
+async def test_a_subscription_that_is_never_confirmed_is_tried_again(
+    redis_stores: Callable[..., RedisAuthStore],
+    redis_server: RedisServer,
+    redis_name: str,
+    server: FakeAuthServer,
+) -> None:
+    writer = redis_stores()
+    async with TcpProxy(redis_server.port) as proxy:
+        # The listener's first connections lead nowhere: the connection's handshake (or the
+        # wait for the subscription's confirmation) gives up within command_timeout.
+        proxy.black_hole = True
+        store = RedisAuthStore.from_url(
+            proxy.url(), name=redis_name, command_timeout=0.5, ping_interval=5
+        )
+        subscribed = asyncio.Event()
+        stop = store.watch(subscribed.set)
+        try:
+            while proxy.connections < 2:  # it gave up on the first one and tried again
+                proxy.accepted.clear()
+                await asyncio.wait_for(proxy.accepted.wait(), 10)
+            assert not subscribed.is_set()
+            proxy.black_hole = False
+            await asyncio.wait_for(subscribed.wait(), 10)
+            subscribed.clear()
+            await writer.save(server.login())
+            await asyncio.wait_for(subscribed.wait(), 10)
+            assert store.notices == 1
+        finally:
+            await stop()
+            await store.aclose()
