@@ -463,6 +463,8 @@ class RedisAuthStore:
     _callbacks: list[Callable[[], None]] = attrs.field(factory=list, init=False, repr=False)
     _listener: asyncio.Task[None] | None = attrs.field(default=None, init=False, repr=False)
     _stopping: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
+    _closing: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
+    """Set by :meth:`aclose`: lock releases still retrying make one last attempt, no more."""
     _aead: Any = attrs.field(default=None, init=False, repr=False)
     _sentinel: Any = attrs.field(default=None, init=False, repr=False)
     """The ``redis.asyncio.sentinel.Sentinel`` behind a ``redis+sentinel://`` URL (closed too)."""
@@ -658,11 +660,11 @@ class RedisAuthStore:
         """
         self._check_loop()
         self._callbacks.clear()
+        self._closing.set()
         await self._stop_listener()
         if self._background:
             # Lock releases left by callers that failed or were cancelled while taking the
-            # lock: each ends within a command, unless Redis is unreachable (then the lock's
-            # TTL frees it).
+            # lock: each makes one last attempt now (the lock's TTL frees it if that fails).
             _, pending = await asyncio.wait(set(self._background), timeout=_STOP_WAIT)
             for task in pending:
                 task.cancel()
@@ -1148,17 +1150,22 @@ class RedisAuthStore:
         """
         deadline = time.monotonic() + ttl_ms / 1000
         delay = _LOCK_POLL_MAX
+        last = False
         while True:
             try:
                 await self._script(what, script, self._lock_keys(owner), [owner, ttl_ms])
             except StorageError as exc:
-                if time.monotonic() + delay >= deadline:
+                if last or time.monotonic() + delay >= deadline:
                     logger.warning("%s; it expires by itself after its TTL", exc)
                     return
                 logger.info("%s; trying again", exc)
             else:
                 return
-            await asyncio.sleep(delay)
+            # Closing the store cuts the wait short: one last attempt, not a minute of them.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
+            last = self._closing.is_set()
             delay = min(delay * 2, _LISTEN_BACKOFF_MAX)
 
     async def _release(self, owner: str, ttl_ms: int, renewer: asyncio.Task[None]) -> None:

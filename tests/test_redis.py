@@ -533,6 +533,9 @@ async def test_redis_unreachable_is_a_clear_storage_error(
         async with store.lock():
             pass
     assert "CANARY" not in repr(store)
+    # The failed take's release keeps trying in the background (its request may have gone
+    # out), but closing the store makes it try once more and stop: no wait of many seconds.
+    await asyncio.wait_for(store.aclose(), 5)
 
 
 # -- faults ---------------------------------------------------------------------------------
