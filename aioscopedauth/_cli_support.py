@@ -11,7 +11,6 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ._errors import AuthError, ConfigError, describe_login_mode
 
@@ -72,8 +71,13 @@ def _redis_store(args: argparse.Namespace) -> AuthStore:
         key = bytes.fromhex(key_text) if key_text else None
     except ValueError:
         msg = "AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)"
-        raise ConfigError(msg) from None
-    store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
+        raise UsageError(msg) from None
+    try:
+        store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
+    except ConfigError as exc:
+        # A bad --redis-url, --redis-name or key is bad usage: exit 2. The message never
+        # quotes the URL's password.
+        raise UsageError(str(exc).rstrip(".")) from None
     OPENED.append(store)
     return store
 
@@ -91,25 +95,17 @@ def check_redis_url(args: argparse.Namespace) -> None:
     """Refuse a ``--redis-url`` that cannot work, echoing it as typed (never its password).
 
     Raises:
-        UsageError: Not ``redis://``, ``rediss://`` or ``unix://``, no host, or a bad port.
+        UsageError: It is not a Redis URL the store can use; the library's reason and the URL
+            as typed, its password masked.
     """
+    from .redis import check_url
+
     text = args.redis_url
     given_as = "$AIOSCOPEDAUTH_REDIS_URL" if args.redis_url_from_env else "--redis-url"
     try:
-        parts = urlsplit(text)
-        port = parts.port
-        host = parts.hostname
-    except ValueError:  # a port that is not a number from 0 to 65535
-        port, host, parts = None, None, None
-    if parts is None or (
-        (parts.scheme not in {"redis", "rediss"} or not host or port == 0)
-        and (parts.scheme != "unix" or not parts.path)
-    ):
-        msg = (
-            f"{given_as} must be redis[s]://[user:password@]host:port/db or unix:///path, got "
-            f"{shown_url(text)!r}"
-        )
-        raise UsageError(msg)
+        check_url(text)
+    except ConfigError as exc:
+        raise UsageError(f"{given_as} {shown_url(text)!r}: {exc}".rstrip(".")) from None
 
 
 def _store(args: argparse.Namespace) -> AuthStore:

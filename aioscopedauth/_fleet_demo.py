@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FleetDemoConfig", "FleetDemoResult", "run_fleet_demo"]
 
+URL_VARIABLE = "AIOSCOPEDAUTH_REDIS_URL"
+"""How a host process gets the Redis URL: its environment, which only its user (and root) can
+read, never its command line, which ``ps`` shows to every user (a URL may hold a password)."""
+
 ACCESS_TTL = timedelta(seconds=2)
 _CLIENT_ID = "demo-client"
 _QUIET = 0.3
@@ -146,8 +150,9 @@ async def _count_changes(manager: AuthManager, counts: Counter[str]) -> None:
 async def _worker(argv: list[str]) -> dict[str, Any]:
     from collections import Counter  # noqa: PLC0415 -- only the worker needs it
 
-    url, name, token_url, api_url = argv[:4]
-    seconds, agents = float(argv[4]), int(argv[5])
+    url = os.environ[URL_VARIABLE]
+    name, token_url, api_url = argv[:3]
+    seconds, agents = float(argv[3]), int(argv[4])
     counts: Counter[str] = Counter()
     examples: list[str] = []
 
@@ -226,13 +231,12 @@ async def _run_hosts(
         for host in range(config.hosts):
             home = tmp / f"host-{host}"
             home.mkdir()
-            env = {**os.environ, "HOME": str(home), "CODEX_HOME": str(home)}
+            env = {**os.environ, "HOME": str(home), "CODEX_HOME": str(home), URL_VARIABLE: url}
             procs.append(
                 await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
                     "aioscopedauth._fleet_demo",
-                    url,
                     name,
                     server.token_url,
                     f"{server.url}/api/work",

@@ -6,10 +6,14 @@ standard async client, ``redis.asyncio``, which speaks to Redis and to Valkey al
 What lives in the server, for a store named ``default`` (the default prefix is
 ``aioscopedauth``; the braces keep every key of one login in one cluster slot)::
 
-    aioscopedauth:{default}           a hash: version, writer, and the auth.json document
-                                      (field "auth.json"; "sealed" instead when encrypted);
-                                      a logout leaves the version and no document
+    aioscopedauth:{default}           a hash: version, writer, at (when it was written), and
+                                      the auth.json document (field "auth.json"; "sealed"
+                                      instead when encrypted); a logout leaves the version
+                                      and no document
     aioscopedauth:{default}:lock      the refresh lock: a random owner token with a TTL
+    aioscopedauth:{default}:lock:void:<owner>
+                                      a lock request given up on (short-lived): if it still
+                                      reaches the server, it takes nothing
     aioscopedauth:{default}:changes   the channel: {"event": "changed", "version": N, ...}
 
 No token is ever in a key name or a channel message, and every write is one Lua script that
@@ -19,9 +23,13 @@ partition) can never overwrite the tokens another host saved since: its version 
 
 The store remembers the newest login it read or wrote. When the server comes back empty (a
 restart without persistence) or older than that (a restore from an old dump), the next read
-puts the remembered login back, only where the server holds nothing newer, instead of logging
-the fleet out. A logout leaves a marker (the version without a document), so a logout is never
-mistaken for lost data.
+puts the remembered login back, only where nothing newer *in time* was written, instead of
+logging the fleet out. "Newer" is decided by ``at``: the server's clock (``TIME``, in
+microseconds) when the login was written, never less than the ``at`` of the login it replaced
+or that the writer had seen, so it orders writes across restarts, where version numbers start
+again from wherever the first writer after the loss was. A login saved after a restart is
+never overwritten by a host that remembers an older one. A logout leaves a marker (the version
+without a document), so a logout is never mistaken for lost data.
 """
 
 from __future__ import annotations
@@ -51,8 +59,11 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     import redis.asyncio
+    import redis.asyncio.client
 
-__all__ = ["RedisAuthStore"]
+    from ._storage import AuthStore
+
+__all__ = ["RedisAuthStore", "check_url"]
 
 logger = logging.getLogger("aioscopedauth.redis")
 
@@ -74,30 +85,55 @@ _LISTEN_POLL = 0.25
 _STOP_WAIT = 10.0
 
 # KEYS[1] the login hash. ARGV: mode ("cas": only if the version is still ARGV[2], "" for
-# nothing stored; "restore": only if nothing newer than ARGV[3] is stored), expected version,
-# new version, field ("" for a logout marker), value, writer, channel.
-# Returns {1, new version} when written, {0, the version found} when not.
+# nothing stored; "restore": only if nothing as new as (ARGV[8], ARGV[3]) is stored), expected
+# version, new version, field ("" for a logout marker), value, writer, channel, and "at": for
+# "cas" the newest "at" the writer has seen (the new one is later than it, than the stored
+# one and than the server's clock), for "restore" the remembered login's own.
+# Returns {1, new version, its at} when written, {0, the version found} when not.
 _WRITE_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], 'version')
+local stored_at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0') or 0
+local at
 if ARGV[1] == 'cas' then
   if (current or '') ~= ARGV[2] then return {0, current or ''} end
-elseif current and tonumber(current) >= tonumber(ARGV[3]) then
-  return {0, current}
+  local now = redis.call('TIME')
+  at = math.max(tonumber(now[1]) * 1000000 + tonumber(now[2]), stored_at + 1,
+                tonumber(ARGV[8]) + 1)
+else
+  at = tonumber(ARGV[8])
+  if current and (stored_at > at or
+                  (stored_at == at and (tonumber(current) or 0) >= tonumber(ARGV[3]))) then
+    return {0, current}
+  end
 end
+local stamp = string.format('%.0f', at)
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'version', ARGV[3], 'writer', ARGV[6])
+redis.call('HSET', KEYS[1], 'version', ARGV[3], 'writer', ARGV[6], 'at', stamp)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[4], ARGV[5]) end
 redis.call('PUBLISH', ARGV[7],
-  '{"event":"changed","version":' .. ARGV[3] .. ',"writer":"' .. ARGV[6] .. '"}')
-return {1, ARGV[3]}
+  '{"event":"changed","version":' .. ARGV[3] .. ',"writer":"' .. ARGV[6] .. '","at":' ..
+  stamp .. '}')
+return {1, ARGV[3], stamp}
 """
-# KEYS[1] the lock. ARGV[1] the owner token, ARGV[2] the TTL in ms. Takes the lock if it is
-# free; says "taken" also when it is ours already (a retried call whose first answer was lost).
+# KEYS[1] the lock, KEYS[2] its owner's "given up" mark. ARGV[1] the owner token, ARGV[2] the
+# TTL in ms. Takes the lock if it is free; says "taken" also when it is ours already (a retried
+# call whose first answer was lost); takes nothing for an owner that gave up (a request that
+# reached the server after its caller had stopped waiting and released).
 _ACQUIRE_SCRIPT = """
+if redis.call('GET', KEYS[2]) then return 0 end
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then return 1 end
 if holder then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# KEYS[1] the lock, KEYS[2] the owner's "given up" mark. ARGV[1] the owner token, ARGV[2] the
+# TTL in ms. For a caller whose take failed or was cancelled, so it cannot know whether the
+# server set the lock: frees it if ours, and marks the owner so that a take still on its way
+# takes nothing (the mark lives as long as the lock would have).
+_ABANDON_SCRIPT = """
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 # KEYS[1] the lock. ARGV[1] the owner token. Deletes the lock only if it is still ours.
@@ -116,16 +152,223 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _stamp_of(value: object) -> int:
+    """The ``at`` of a login (0 when it has none: written by an older release, or garbled)."""
+    try:
+        return max(0, int(_text(value)))
+    except (TypeError, ValueError):
+        return 0
+
+
+_URL_FORM = (
+    "redis://[user:password@]host:port/db (or rediss://, unix:///path, "
+    "redis+sentinel://[user:password@]host:port,host:port/SERVICE/db)"
+)
+_URL_SCHEMES = ("redis", "rediss", "unix")
+_DB_PATH = re.compile(r"/?[0-9]*")
+
+
+def _bad_url(problem: str) -> ConfigError:
+    # Never quote the URL or a part of it: a password with an unencoded '/', '?' or '#' ends
+    # up in the "port", the path or the query.
+    return ConfigError(
+        f"Bad Redis URL: {problem}. Write it as {_URL_FORM}, with special characters in the "
+        "user and password percent-encoded."
+    )
+
+
 def _where_from_url(url: str) -> str:
-    """``redis://user:secret@host:6379/0`` → ``redis://user@host:6379/0`` (never a password)."""
-    parts = urlsplit(url)
+    """``redis://user:secret@host:6379/0`` → ``redis://user@host:6379/0`` (never a password).
+
+    Raises:
+        ConfigError: The URL cannot be parsed (its scheme, host, port or database).
+    """
+    where, problem = _parse_url(url)
+    if problem is not None:
+        raise _bad_url(problem)
+    return where
+
+
+def _parse_url(url: object) -> tuple[str, str | None]:  # noqa: PLR0911 -- one return per problem
+    """Return how messages show ``url``, and what is wrong with it (``None``: nothing)."""
+    if not isinstance(url, str):
+        return "", f"it must be a string, not {type(url).__name__}"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "", "it cannot be parsed (an unclosed '[' around an IPv6 address?)"
+    if parts.scheme not in _URL_SCHEMES:
+        return "", "it must start with redis://, rediss://, unix:// or redis+sentinel://"
+    if parts.scheme == "unix":
+        if not parts.path:
+            return "", "a unix:// URL needs the socket's path"
+        return f"unix://{parts.path}", None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "", "the port must be a number from 1 to 65535"
+    if "@" in parts.path or not _DB_PATH.fullmatch(parts.path):
+        return "", "the database after the host must be a number, such as /0"
     user = f"{parts.username}@" if parts.username else ""
     host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+    shown_host = f"[{host}]" if ":" in host else host
+    shown_port = f":{port}" if port else ""
+    return f"{parts.scheme}://{user}{shown_host}{shown_port}{parts.path}", None
+
+
+_SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+_SENTINEL_PORT = 26379
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+def check_url(url: str) -> None:
+    """Check a Redis URL as :meth:`RedisAuthStore.from_url` would, without connecting.
+
+    Args:
+        url: A ``redis://``, ``rediss://``, ``unix://`` or ``redis[s]+sentinel://`` URL.
+
+    Raises:
+        ConfigError: What is wrong with it (the message never quotes the URL).
+    """
+    if _is_sentinel_url(url):
+        _parse_sentinel_url(url)
+    else:
+        _where_from_url(url)
+
+
+def _is_sentinel_url(url: object) -> bool:
+    return isinstance(url, str) and url.startswith(tuple(f"{s}://" for s in _SENTINEL_SCHEMES))
+
+
+@attrs.frozen
+class _SentinelUrl:
+    """A parsed ``redis+sentinel://`` URL."""
+
+    scheme: str
+    username: str | None
+    password: str | None = attrs.field(repr=False)
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    options: dict[str, Any] = attrs.field(repr=False)
+
+    @property
+    def where(self) -> str:
+        """How messages name it (never a password)."""
+        user = f"{self.username}@" if self.username else ""
+        hosts = ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.sentinels
+        )
+        return f"{self.scheme}://{user}{hosts}/{self.service}/{self.db}"
+
+    def client(self, client_options: dict[str, Any]) -> tuple[redis.asyncio.Redis, Any]:
+        """The client of the primary, and the ``Sentinel`` that finds it (both to close)."""
+        from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415 -- optional extra
+
+        options = {**self.options, **client_options}
+        sentinel_options = options.pop("sentinel_kwargs", None)
+        if sentinel_options is None:
+            # How to reach a sentinel: the same connect timeout and keepalive, no socket
+            # timeout (the store bounds each command, discovery included).
+            sentinel_options = {
+                key: value
+                for key, value in options.items()
+                if key in ("socket_connect_timeout", "socket_keepalive")
+            }
+        if self.username is not None:
+            options.setdefault("username", self.username)
+        if self.password is not None:
+            options.setdefault("password", self.password)
+        options.setdefault("db", self.db)
+        if self.scheme == "rediss+sentinel":
+            options["ssl"] = True
+        sentinel = Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        return sentinel.master_for(self.service, **options), sentinel
+
+
+def _parse_sentinel_url(url: str) -> _SentinelUrl:
+    """Parse ``redis+sentinel://[user:password@]h1:p1,h2:p2/SERVICE[/DB][?options]``.
+
+    Raises:
+        ConfigError: A part is missing or malformed (the message never quotes the URL).
+    """
+    followed, problem = _sentinel_parts(url)
+    if followed is None:
+        raise _bad_url(problem or "it cannot be parsed")
+    return followed
+
+
+_NO_SERVICE = (
+    "a redis+sentinel:// URL names the service after the sentinels, as in "
+    "redis+sentinel://h1:26379,h2:26379/mymaster/0"
+)
+_BAD_SENTINEL = "each sentinel must be host:port, with a port from 1 to 65535"
+
+
+def _sentinel_parts(url: str) -> tuple[_SentinelUrl | None, str | None]:  # noqa: PLR0911 -- one return per problem
+    from urllib.parse import unquote  # noqa: PLC0415 -- only for this rare form
+
+    from redis.asyncio.connection import parse_url  # noqa: PLC0415 -- optional extra
+
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    if "#" in rest:
+        return None, "it holds a '#' (percent-encode it in a password)"
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hostlist = netloc.rpartition("@")
+    sentinels: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        try:
+            parts = urlsplit(f"//{item}")
+            port = parts.port
+        except ValueError:
+            return None, _BAD_SENTINEL
+        if not parts.hostname or port == 0:
+            return None, _BAD_SENTINEL
+        sentinels.append((parts.hostname, port or _SENTINEL_PORT))
+    segments = path.split("/") if path else []
+    if not segments or not _SERVICE.fullmatch(segments[0]):
+        return None, _NO_SERVICE
+    if len(segments) > 2 or (len(segments) == 2 and not _DIGITS.fullmatch(segments[1])):  # noqa: PLR2004 -- service and db
+        return None, "the database after the service must be a number, such as /0"
+    db = int(segments[1]) if len(segments) == 2 else 0  # noqa: PLR2004 -- service and db
+    try:
+        options = dict(parse_url(f"redis://localhost/?{query}")) if query else {}
+    except ValueError:
+        return None, "one of its query options has a bad value (socket or ssl options)"
+    options.pop("host", None)
+    username: str | None = None
+    password: str | None = None
+    if userinfo:
+        user_text, has_password, password_text = userinfo.partition(":")
+        username = unquote(user_text) or None
+        password = unquote(password_text) if has_password else None
+    service = segments[0]
+    return _SentinelUrl(scheme, username, password, tuple(sentinels), service, db, options), None
+
+
+def _unknown_option(exc: TypeError) -> ConfigError:
+    found = re.search(r"argument '(\w+)'", str(exc))
+    name = found.group(1) if found else ""
+    hint = (
+        "ssl options need a rediss:// URL"
+        if name.startswith("ssl")
+        else "remove it or correct its spelling"
+    )
+    shown = f" {name!r}" if name else ""
+    return ConfigError(
+        f"Bad Redis client option{shown} (in the URL's query or the keyword arguments): "
+        f"redis.asyncio does not take it here; {hint}."
+    )
 
 
 def _where_from_client(client: redis.asyncio.Redis) -> str:
+    service = getattr(client.connection_pool, "service_name", None)
+    if service is not None:  # a client from redis.asyncio.sentinel.Sentinel.master_for
+        return f"redis+sentinel://.../{service}"
     options: dict[str, Any] = getattr(client.connection_pool, "connection_kwargs", {})
     if "path" in options:
         return f"unix://{options['path']}"
@@ -133,12 +376,41 @@ def _where_from_client(client: redis.asyncio.Redis) -> str:
     return f"redis://{user}{options.get('host', 'localhost')}:{options.get('port', 6379)}"
 
 
+def _timing_problem(
+    lock_ttl: float, lock_timeout: float, command_timeout: float | None, ping_interval: float
+) -> str | None:
+    """What is wrong with the store's timings (``None``: nothing)."""
+    if not lock_ttl > 0 or not lock_timeout > 0:
+        return "lock_ttl and lock_timeout must be positive numbers of seconds."
+    if command_timeout is not None and not command_timeout > 0:
+        return "command_timeout must be a positive number of seconds, or None for no limit."
+    if not ping_interval > 0:
+        return "ping_interval must be a positive number of seconds."
+    return None
+
+
+def _remove_if(login: AuthDotJson) -> Callable[[AuthDotJson | None], AuthDotJson | None]:
+    """A change that removes the stored login only if it is still ``login``."""
+
+    def change(current: AuthDotJson | None) -> AuthDotJson | None:
+        return None if current == login else current
+
+    return change
+
+
 @attrs.frozen
 class _Entry:
     """What the server holds for a login: its version and document (``None``: logged out)."""
 
     version: int
+    at: int
+    """When it was written: the server's clock in microseconds, kept increasing (0: unknown)."""
     data: AuthDotJson | None = attrs.field(repr=False)
+
+    @property
+    def stamp(self) -> tuple[int, int]:
+        """What orders two logins in time: ``at``, then the version."""
+        return (self.at, self.version)
 
 
 @attrs.define(eq=False)
@@ -150,11 +422,12 @@ class RedisAuthStore:
     it as ``async with``; nothing connects until the first call.
 
     The payload is the same ``auth.json`` document a :class:`~aioscopedauth.FileAuthStore`
-    keeps, so a login copies between the two either way (``load`` from one, ``save`` to the
-    other). Writes are compare-and-swap on a version stored with the document, and each one
-    publishes a change notice (the version, never the payload) that :meth:`watch` delivers to
-    every other store of the same name: an :class:`~aioscopedauth.AuthManager` adopts new
-    tokens at once, and in steady state a request costs no round trip to the server.
+    keeps; :meth:`move_login_from` moves a machine's login in (a copy would leave two holders
+    of one single-use refresh token). Writes are compare-and-swap on a version stored with
+    the document, and each one publishes a change notice (the version, never the payload)
+    that :meth:`watch` delivers to every other store of the same name: an
+    :class:`~aioscopedauth.AuthManager` adopts new tokens at once, and in steady state a
+    request costs no round trip to the server.
 
     Args:
         client: A ``redis.asyncio.Redis`` client (binary or decoded responses).
@@ -175,6 +448,10 @@ class RedisAuthStore:
             for no limit. The store applies it itself, so the client needs no
             ``socket_timeout`` (see :meth:`from_url` for why it should have none on
             Python 3.11).
+        ping_interval: Seconds of silence on the change listener's connection before it sends
+            a ``PING``; no answer within ``command_timeout`` means the connection died without
+            a word (a NAT or a firewall that dropped it), and the listener connects and
+            subscribes again.
         owns_client: Close ``client`` in :meth:`aclose` (set by :meth:`from_url`).
         where: How messages name the server (set by :meth:`from_url`; never a password).
 
@@ -189,19 +466,26 @@ class RedisAuthStore:
     lock_ttl: float = attrs.field(default=60.0, kw_only=True)
     lock_timeout: float = attrs.field(default=120.0, kw_only=True)
     command_timeout: float | None = attrs.field(default=5.0, kw_only=True)
+    ping_interval: float = attrs.field(default=15.0, kw_only=True)
     owns_client: bool = attrs.field(default=False, kw_only=True)
     where: str = attrs.field(default="", kw_only=True)
 
     _writer: str = attrs.field(init=False, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False, repr=False)
+    """The event loop that first used the store; the only one it (and its client) works on."""
     _seq: int = attrs.field(default=0, init=False, repr=False)
     _seen: _Entry | None = attrs.field(default=None, init=False, repr=False)
     _callbacks: list[Callable[[], None]] = attrs.field(factory=list, init=False, repr=False)
     _listener: asyncio.Task[None] | None = attrs.field(default=None, init=False, repr=False)
     _stopping: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
+    _closing: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
+    """Set by :meth:`aclose`: lock releases still retrying make one last attempt, no more."""
     _aead: Any = attrs.field(default=None, init=False, repr=False)
+    _sentinel: Any = attrs.field(default=None, init=False, repr=False)
+    """The ``redis.asyncio.sentinel.Sentinel`` behind a ``redis+sentinel://`` URL (closed too)."""
     _warned_plain: bool = attrs.field(default=False, init=False, repr=False)
     _background: set[asyncio.Task[None]] = attrs.field(factory=set, init=False, repr=False)
-    """Lock releases that outlive a cancelled caller (kept here so they are not collected)."""
+    """Lock releases that outlive a failed or cancelled caller (kept so they are not collected)."""
     listening: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
     """Set while the change listener is subscribed (cleared while it reconnects)."""
     notices: int = attrs.field(default=0, init=False)
@@ -218,12 +502,11 @@ class RedisAuthStore:
         if not _NAME.fullmatch(self.prefix):
             msg = "Bad Redis key prefix: use 1 to 64 letters, digits, '.', '_' or '-'."
             raise ConfigError(msg)
-        if not self.lock_ttl > 0 or not self.lock_timeout > 0:
-            msg = "lock_ttl and lock_timeout must be positive numbers of seconds."
-            raise ConfigError(msg)
-        if self.command_timeout is not None and not self.command_timeout > 0:
-            msg = "command_timeout must be a positive number of seconds, or None for no limit."
-            raise ConfigError(msg)
+        problem = _timing_problem(
+            self.lock_ttl, self.lock_timeout, self.command_timeout, self.ping_interval
+        )
+        if problem is not None:
+            raise ConfigError(problem)
         if self.encryption_key is not None:
             try:
                 from cryptography.hazmat.primitives.ciphers.aead import (  # noqa: PLC0415 -- optional
@@ -261,13 +544,22 @@ class RedisAuthStore:
         lock_ttl: float = 60.0,
         lock_timeout: float = 120.0,
         command_timeout: float | None = 5.0,
+        ping_interval: float = 15.0,
         **client_options: Any,  # noqa: ANN401 -- passed through to redis.asyncio.from_url
     ) -> RedisAuthStore:
         """Create a store with its own client for ``url``.
 
         ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS (certificate options
         as URL query parameters, e.g. ``?ssl_ca_certs=/path/ca.pem``) and ``unix://`` work as
-        in ``redis.asyncio.from_url``; an ACL user and password go in the URL. Connecting may
+        in ``redis.asyncio.from_url``; an ACL user and password go in the URL.
+
+        ``redis+sentinel://[user:password@]host1:port1,host2:port2,.../SERVICE[/DB]`` (and
+        ``rediss+sentinel://`` for TLS to the servers) follows the primary of ``SERVICE``
+        through Sentinel, with redis-py's own Sentinel support: each new connection asks the
+        sentinels (port 26379 when none is given) where the primary is, so after a failover
+        the store, its lock and its change listener move to the new primary by themselves.
+        The user and password are the servers'; sentinels that need their own go in
+        ``sentinel_kwargs={"password": ...}``. Connecting may
         take 5 s and each command ``command_timeout``; a command that fails on a broken
         connection is retried once at once, on a new connection (no backoff: the library
         decides what to do next).
@@ -287,6 +579,7 @@ class RedisAuthStore:
             lock_ttl: See the class.
             lock_timeout: See the class.
             command_timeout: See the class.
+            ping_interval: See the class.
             **client_options: More options for ``redis.asyncio.from_url``.
 
         Returns:
@@ -309,14 +602,28 @@ class RedisAuthStore:
         # Every command of the store may run twice: writes are compare-and-swap, the lock
         # script knows its owner.
         client_options.setdefault("retry", Retry(NoBackoff(), 1))
-        where = _where_from_url(url)
+        sentinel: Any = None
         try:
-            client = aioredis.from_url(url, **client_options)
-        except ValueError:
+            if _is_sentinel_url(url):
+                followed = _parse_sentinel_url(url)
+                where = followed.where
+                client, sentinel = followed.client(client_options)
+            else:
+                where = _where_from_url(url)
+                client = aioredis.from_url(url, **client_options)
+            # Build one connection object (no I/O) so that an option redis-py does not know
+            # fails here, not as a TypeError at the first command.
+            pool = client.connection_pool
+            pool.connection_class(**pool.connection_kwargs)
+        except ValueError as exc:
+            if isinstance(exc, ConfigError):
+                raise
             # The parser's message may quote the URL, password included.
-            msg = f"Bad Redis URL {where}: use redis://, rediss:// or unix://."
-            raise ConfigError(msg) from None
-        return cls(
+            problem = "one of its query options has a bad value (db, socket or ssl options)"
+            raise _bad_url(problem) from None
+        except TypeError as exc:
+            raise _unknown_option(exc) from None
+        store = cls(
             client,
             name=name,
             encryption_key=encryption_key,
@@ -324,9 +631,12 @@ class RedisAuthStore:
             lock_ttl=lock_ttl,
             lock_timeout=lock_timeout,
             command_timeout=command_timeout,
+            ping_interval=ping_interval,
             owns_client=True,
             where=where,
         )
+        store._sentinel = sentinel
+        return store
 
     # -- names ------------------------------------------------------------------------------
 
@@ -358,14 +668,43 @@ class RedisAuthStore:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Stop listening for changes and close the client if this store created it."""
+        """Stop listening for changes and close the client if this store created it.
+
+        Raises:
+            ConfigError: The store was first used on another event loop.
+        """
+        self._check_loop()
         self._callbacks.clear()
+        self._closing.set()
         await self._stop_listener()
         if self._background:
-            # Lock releases of cancelled callers: each ends within one command.
-            await asyncio.wait(set(self._background))
+            # Lock releases left by callers that failed or were cancelled while taking the
+            # lock: each makes one last attempt now (the lock's TTL frees it if that fails).
+            _, pending = await asyncio.wait(set(self._background), timeout=_STOP_WAIT)
+            for task in pending:
+                task.cancel()
         if self.owns_client:
             await self.client.aclose()
+            if self._sentinel is not None:
+                await self._sentinel.aclose()
+
+    def _check_loop(self) -> None:
+        # The client's connections, and the store's events and tasks, belong to the loop that
+        # first used them; from another loop they fail deep inside redis-py ("attached to a
+        # different loop", "Event loop is closed") or hang.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not called from a coroutine: nothing loop-bound is touched
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            msg = (
+                "This RedisAuthStore was first used on another event loop. A store (and its "
+                "Redis client) belongs to one event loop: make one store per loop; they share "
+                "the login through Redis."
+            )
+            raise ConfigError(msg)
 
     async def __aenter__(self) -> Self:
         """Return the store."""
@@ -388,8 +727,11 @@ class RedisAuthStore:
         if isinstance(
             exc, rex.AuthenticationError | rex.AuthorizationError | rex.NoPermissionError
         ) or (
-            isinstance(exc, rex.ResponseError) and ("NOPERM" in str(exc) or "NOAUTH" in str(exc))
+            isinstance(exc, rex.ResponseError)
+            and any(mark in str(exc) for mark in ("NOPERM", "NOAUTH", "no permissions to run"))
         ):
+            # ("no permissions to run": a command that a script runs, such as TIME, which the
+            # user's ACL may lack since it was written for an older release.)
             # These name the user and the command, never an argument.
             detail = str(exc)[:300]
             msg = (
@@ -417,10 +759,26 @@ class RedisAuthStore:
         import redis.exceptions as rex  # noqa: PLC0415 -- optional extra
 
         try:
+            self._check_loop()
+        except ConfigError:
+            close = getattr(command, "close", None)
+            if close is not None:
+                close()  # never awaited: no "coroutine was never awaited" warning later
+            raise
+        try:
             async with asyncio.timeout(self.command_timeout):
                 return await command
         except (rex.RedisError, OSError) as exc:
             raise self._error(what, exc) from None
+        except UnicodeDecodeError:
+            # A client made with decode_responses=True met bytes that are not UTF-8 in a
+            # reply; the error holds the reply, so it is never chained.
+            msg = (
+                f"{what}: Redis at {self.where} answered with bytes that are not UTF-8 text: "
+                f"the login in key {self.key} is corrupt or was not written by aioscopedauth "
+                "(it is left as it is). Log in again, or save a good login over it."
+            )
+            raise StorageError(msg) from None
 
     async def _script(self, what: str, script: str, keys: list[str], args: list[Any]) -> Any:  # noqa: ANN401 -- Redis replies
         return await self._call(what, self._eval(script, keys, args))
@@ -494,7 +852,16 @@ class RedisAuthStore:
         raw = await self._call("Could not read the login", self.client.hgetall(self.key))
         if not raw:
             return None
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+        except UnicodeDecodeError:
+            # The error holds the bytes (a token, perhaps): never chained.
+            msg = (
+                f"The login in Redis key {self.key} at {self.where} holds bytes that are not "
+                "UTF-8 text: it is corrupt or was not written by aioscopedauth (it is left as "
+                "it is). Log in again, or save a good login over it."
+            )
+            raise StorageError(msg) from None
         try:
             version = int(fields["version"])
         except (KeyError, ValueError):
@@ -503,22 +870,23 @@ class RedisAuthStore:
                 "aioscopedauth. Delete it or choose another name."
             )
             raise StorageError(msg) from None
-        return _Entry(version, self._open(fields))
+        return _Entry(version, _stamp_of(fields.get("at")), self._open(fields))
 
     async def _read(self) -> _Entry | None:
         """Read the login; put back the remembered one when the server lost it."""
         for _ in range(_MAX_ATTEMPTS):
             entry = await self._read_raw()
             seen = self._seen
-            if seen is None or (entry is not None and entry.version >= seen.version):
+            if seen is None or (entry is not None and entry.stamp >= seen.stamp):
                 if entry is not None:
                     self._seen = entry
                 return entry
             if seen.data is None and entry is None:
                 return None  # logged out, and the marker was lost with the rest: still out
-            # The server holds nothing, or an older version than this host saw: it restarted
-            # without persistence or came back from an old dump. Put the newest login back
-            # (only where nothing newer was written meanwhile) instead of logging out.
+            # The server holds nothing, or a login written before the one this host saw: it
+            # restarted without persistence or came back from an old dump. Put the newest
+            # login back (only where nothing newer was written meanwhile, in time: a login
+            # saved after the restart wins, whatever its version) instead of logging out.
             found = "nothing" if entry is None else f"version {entry.version}"
             logger.warning(
                 "Redis at %s holds %s for %s, older than version %d seen here (restarted or "
@@ -528,12 +896,12 @@ class RedisAuthStore:
                 self.key,
                 seen.version,
             )
-            await self._write("restore", None, seen.version, seen.data)
+            await self._write("restore", None, seen.version, seen.data, at=seen.at)
         msg = f"Could not read the login at {self.where}: it kept changing. Retry."
         raise StorageError(msg)
 
     async def _write(
-        self, mode: str, expected: int | None, version: int, data: AuthDotJson | None
+        self, mode: str, expected: int | None, version: int, data: AuthDotJson | None, *, at: int
     ) -> bool:
         field, value = ("", "") if data is None else self._seal(data)
         self._seq += 1
@@ -549,11 +917,12 @@ class RedisAuthStore:
                 value,
                 f"{self._writer}.{self._seq}",
                 self.channel,
+                str(at),
             ],
         )
         written = int(reply[0]) == 1
         if written:
-            self._seen = _Entry(version, data)
+            self._seen = _Entry(version, _stamp_of(reply[2]), data)
         return written
 
     # -- the AuthStore protocol -------------------------------------------------------------
@@ -620,9 +989,13 @@ class RedisAuthStore:
             if after is before or (after is None and entry is not None and before is None):
                 return CommitResult(before, before, written=False)
             current = 0 if entry is None else entry.version
-            floor = 0 if self._seen is None else self._seen.version
+            seen = self._seen
+            floor = 0 if seen is None else seen.version
             expected = None if entry is None else entry.version
-            if await self._write("cas", expected, max(current, floor) + 1, after):
+            # The new login's "at" is later than any this host has seen (the server's clock
+            # after a restart cannot put it behind a login this host remembers).
+            at = 0 if seen is None else seen.at
+            if await self._write("cas", expected, max(current, floor) + 1, after, at=at):
                 return CommitResult(before, after, written=True)
             logger.debug("Another host wrote %s meanwhile; deciding again", self.key)
         msg = f"Could not write the login at {self.where}: other hosts kept writing it. Retry."
@@ -642,6 +1015,72 @@ class RedisAuthStore:
         """
         return self._held()
 
+    async def move_login_from(self, source: AuthStore, *, replace: bool = False) -> bool:
+        """Move the login of ``source`` (a machine's ``auth.json``, say) here, and log it out there.
+
+        A copy would leave two live holders of one single-use refresh token: the machine's
+        Codex (or this library on it) and the fleet would each spend it in turn, and the
+        second spend is refused as reused, which logs the login out everywhere. So the
+        source is logged out once the login is here; its Codex then says it is not logged in
+        (a later ``codex login`` there makes a new, separate login).
+
+        Under the fleet's refresh lock and the source's own: read the source; save its login
+        here; log the source out only if it still holds that login (compare-and-delete; a
+        file store does it under Codex's locks). Should the source have changed in between
+        (Codex refreshed there), the newer login replaces the copy and the source is logged
+        out then. Running it again after a failure finishes the move.
+
+        Args:
+            source: The store to take the login from (a :class:`~aioscopedauth.FileAuthStore`
+                of a logged-in machine, typically).
+            replace: Replace a different login this store already holds (the fleet's); by
+                default that is refused, and nothing is moved.
+
+        Returns:
+            ``True`` when a login was moved, ``False`` when ``source`` holds none.
+
+        Raises:
+            StorageError: This store holds another login and ``replace`` is false (nothing
+                changed), or a store failed (the source keeps its login unless the message
+                says otherwise).
+        """
+        if await source.load() is None:
+            return False
+        async with self.lock(), source.lock():
+            copied: AuthDotJson | None = None
+            for _ in range(_MAX_ATTEMPTS):
+                login = await source.load()
+                if login is None:
+                    return copied is not None  # logged out there meanwhile
+                await self._take_in(login, copied, replace=replace)
+                copied = login
+                gone = await source.update(_remove_if(login))
+                if gone.after is None:
+                    return True
+                logger.info("The login at the source changed while it was moved; moving again")
+        msg = (
+            f"Could not move the login to {self.key} at {self.where}: its source kept "
+            "changing. The source may still hold it: run the move again."
+        )
+        raise StorageError(msg)
+
+    async def _take_in(
+        self, login: AuthDotJson, copied: AuthDotJson | None, *, replace: bool
+    ) -> None:
+        def put(current: AuthDotJson | None) -> AuthDotJson | None:
+            if current is None or replace or current in (login, copied):
+                return login
+            return current
+
+        result = await self.update(put)
+        if result.after != login:
+            msg = (
+                f"Redis key {self.key} at {self.where} already holds another login: nothing "
+                "was moved. Pass replace=True to replace it with this one, or choose another "
+                "name."
+            )
+            raise StorageError(msg)
+
     @contextlib.asynccontextmanager
     async def _held(self) -> AsyncIterator[None]:
         owner = secrets.token_hex(16)
@@ -659,7 +1098,7 @@ class RedisAuthStore:
             # lock for ever, and every host waiting for it. The release runs in a task of its
             # own so that a caller cancelled here still leaves the lock free.
             stop.set()
-            await asyncio.shield(self._in_background(self._release(owner, renewer)))
+            await asyncio.shield(self._in_background(self._release(owner, ttl_ms, renewer)))
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work, name="aioscopedauth-redis-unlock")
@@ -667,7 +1106,12 @@ class RedisAuthStore:
         task.add_done_callback(self._background.discard)
         return task
 
+    def _lock_keys(self, owner: str) -> list[str]:
+        """The lock, and the mark that says ``owner`` gave up taking it."""
+        return [self.lock_key, f"{self.lock_key}:void:{owner}"]
+
     async def _acquire(self, owner: str, ttl_ms: int) -> None:
+        self._check_loop()
         deadline = time.monotonic() + self.lock_timeout
         delay = _LOCK_POLL_FIRST
         while True:
@@ -675,7 +1119,7 @@ class RedisAuthStore:
                 self._script(
                     "Could not take the refresh lock",
                     _ACQUIRE_SCRIPT,
-                    [self.lock_key],
+                    self._lock_keys(owner),
                     [owner, ttl_ms],
                 )
             )
@@ -683,7 +1127,13 @@ class RedisAuthStore:
                 got = await asyncio.shield(attempt)
             except asyncio.CancelledError:
                 # The server may set the lock after the caller is gone: free it then.
-                self._in_background(self._release_after(attempt, owner))
+                self._in_background(self._release_after(attempt, owner, ttl_ms))
+                raise
+            except StorageError:
+                # No answer in time, or the connection broke after the request was sent: the
+                # server may have set the lock all the same (and may yet, if the request is
+                # still on its way). Give it up now, not after its TTL.
+                self._in_background(self._abandon(owner, ttl_ms))
                 raise
             if int(got):
                 return
@@ -697,24 +1147,49 @@ class RedisAuthStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _LOCK_POLL_MAX)
 
-    async def _release_after(self, attempt: asyncio.Task[Any], owner: str) -> None:
+    async def _release_after(self, attempt: asyncio.Task[Any], owner: str, ttl_ms: int) -> None:
         await asyncio.wait({attempt})
-        if not attempt.cancelled() and attempt.exception() is None:
-            await self._release(owner, None)
+        if not attempt.cancelled() and attempt.exception() is None and not int(attempt.result()):
+            return  # not taken: nothing to free
+        await self._abandon(owner, ttl_ms)
 
-    async def _release(self, owner: str, renewer: asyncio.Task[None] | None) -> None:
-        if renewer is not None:
-            # It sees the stop flag within one command (bounded by command_timeout).
-            limit = None if self.command_timeout is None else self.command_timeout + 1
-            await asyncio.wait({renewer}, timeout=limit)
-            if not renewer.done():
-                renewer.cancel()  # a client without timeouts: renewing now is harmless
-        try:
-            await self._script(
-                "Could not release the refresh lock", _RELEASE_SCRIPT, [self.lock_key], [owner]
-            )
-        except StorageError as exc:
-            logger.warning("%s; it expires by itself after its TTL", exc)
+    async def _abandon(self, owner: str, ttl_ms: int) -> None:
+        """Free the lock if ``owner`` holds it, and void a take still on its way."""
+        await self._unlock("Could not give up the refresh lock", _ABANDON_SCRIPT, owner, ttl_ms)
+
+    async def _unlock(self, what: str, script: str, owner: str, ttl_ms: int) -> None:
+        """Run a releasing script, again after a failure, until the lock would expire anyway.
+
+        A release that got no answer may not have run: one left undone blocks every host's
+        refresh for the rest of the TTL.
+        """
+        deadline = time.monotonic() + ttl_ms / 1000
+        delay = _LOCK_POLL_MAX
+        last = False
+        while True:
+            try:
+                await self._script(what, script, self._lock_keys(owner), [owner, ttl_ms])
+            except StorageError as exc:
+                if last or time.monotonic() + delay >= deadline:
+                    logger.warning("%s; it expires by itself after its TTL", exc)
+                    return
+                logger.info("%s; trying again", exc)
+            else:
+                return
+            # Closing the store cuts the wait short: one last attempt, not a minute of them.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
+            last = self._closing.is_set()
+            delay = min(delay * 2, _LISTEN_BACKOFF_MAX)
+
+    async def _release(self, owner: str, ttl_ms: int, renewer: asyncio.Task[None]) -> None:
+        # It sees the stop flag within one command (bounded by command_timeout).
+        limit = None if self.command_timeout is None else self.command_timeout + 1
+        await asyncio.wait({renewer}, timeout=limit)
+        if not renewer.done():
+            renewer.cancel()  # a client without timeouts: renewing now is harmless
+        await self._unlock("Could not release the refresh lock", _RELEASE_SCRIPT, owner, ttl_ms)
 
     async def _renew(self, owner: str, ttl_ms: int, stop: asyncio.Event) -> None:
         while True:
@@ -757,7 +1232,11 @@ class RedisAuthStore:
 
         Returns:
             An async function that stops these calls (and the connection, after the last).
+
+        Raises:
+            ConfigError: The store was first used on another event loop.
         """
+        self._check_loop()
         self._callbacks.append(callback)
         if self._listener is None or self._listener.done():
             self._listener = asyncio.get_running_loop().create_task(
@@ -799,27 +1278,29 @@ class RedisAuthStore:
         delay = _LISTEN_BACKOFF_FIRST
         failing = False
         stopping = self._stopping
+        clock = asyncio.get_running_loop().time
+        # How long an answer may take: a subscription's confirmation, a PING's pong.
+        answer_within = self.ping_interval if self.command_timeout is None else self.command_timeout
         while not stopping.is_set():
             pubsub = self.client.pubsub()
             try:
                 async with asyncio.timeout(self.command_timeout):
                     await pubsub.subscribe(self.channel)
                 # Wait for the confirmation: only then are later notices sure to arrive.
+                asked = clock()
                 while await pubsub.get_message(timeout=_LISTEN_POLL) is None:
                     if stopping.is_set():
                         return
+                    if clock() - asked > answer_within:
+                        msg = f"no answer to SUBSCRIBE within {answer_within:g} s"
+                        raise rex.TimeoutError(msg)
                 self.listening.set()
                 if failing:
                     logger.info("Listening for login changes at %s again", self.where)
                 failing = False
                 delay = _LISTEN_BACKOFF_FIRST
                 self._fire()  # notices sent before (or while reconnecting) were missed
-                while not stopping.is_set():
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=_LISTEN_POLL
-                    )
-                    if message is not None:
-                        self._notice(message.get("data"))
+                await self._receive(pubsub, stopping, answer_within)
             except (rex.RedisError, OSError) as exc:
                 if not failing:
                     logger.warning("%s; reconnecting", self._error("Stopped listening", exc))
@@ -832,18 +1313,51 @@ class RedisAuthStore:
                 await asyncio.wait_for(stopping.wait(), delay)
             delay = min(delay * 2, _LISTEN_BACKOFF_MAX)
 
+    async def _receive(
+        self, pubsub: redis.asyncio.client.PubSub, stopping: asyncio.Event, answer_within: float
+    ) -> None:
+        """Hand notices on until told to stop; raise when the connection turns out dead.
+
+        A connection can die without a FIN or an RST (a NAT or a firewall forgets the flow):
+        then nothing ever arrives and nothing fails. So after ``ping_interval`` of silence it
+        sends a PING, and no answer within ``answer_within`` means the connection is gone.
+        """
+        import redis.exceptions as rex  # noqa: PLC0415 -- optional extra
+
+        clock = asyncio.get_running_loop().time
+        heard = clock()
+        pinged: float | None = None
+        while not stopping.is_set():
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(_LISTEN_POLL, self.ping_interval)
+            )
+            now = clock()
+            if message is not None:
+                heard, pinged = now, None  # anything at all shows the connection is alive
+                if message.get("type") == "message":
+                    self._notice(message.get("data"))
+            elif pinged is not None:
+                if now - pinged > answer_within:
+                    msg = f"no answer to PING within {answer_within:g} s"
+                    raise rex.TimeoutError(msg)
+            elif now - heard >= self.ping_interval:
+                async with asyncio.timeout(self.command_timeout):
+                    await pubsub.ping()
+                pinged = now
+
     def _notice(self, data: object) -> None:
         try:
             notice = json.loads(_text(data))
             version = int(notice["version"])
             writer = str(notice["writer"])
-        except (ValueError, KeyError, TypeError):
+            at = _stamp_of(notice.get("at", 0))
+        except (ValueError, KeyError, TypeError, AttributeError):
             logger.debug("Ignoring a malformed notice on %s", self.channel)
             return
         if writer.split(".", 1)[0] == self._writer:
             return  # our own write
         seen = self._seen
-        if seen is not None and version <= seen.version:
-            return  # already read
+        if seen is not None and (at, version) <= seen.stamp:
+            return  # already read (a login written later, even with a lower version, is not)
         self.notices += 1
         self._fire()

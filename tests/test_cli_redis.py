@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aioscopedauth._cli_support import shown_url
 from aioscopedauth.redis import RedisAuthStore
 from aioscopedauth.testing import FakeAuthServer, RedisServer
 
@@ -60,6 +61,7 @@ async def test_every_command_works_on_a_redis_store(
     assert (code, out) == (0, "Logged out.\n")
     async with RedisAuthStore.from_url(redis_server.url, name=redis_name) as store:
         assert await store.load() is None
+    assert "CANARY-cli-pw" not in err
     assert not list(tmp_path.iterdir())  # nothing was written to the home
 
 
@@ -110,3 +112,100 @@ async def test_the_fleet_demo_passes_with_an_embedded_server() -> None:
     assert failed == 0
     assert re.search(r"refresh tokens reused +0$", out, flags=re.MULTILINE)
     assert re.search(r"Redis restarts +1$", out, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://fleet:CANARY-cli-pw@h:abc/0", "the port must be a number from 1 to 65535"),
+        ("redis://h:99999/0", "the port must be a number from 1 to 65535"),
+        ("redis://[::1", "it cannot be parsed (an unclosed '[' around an IPv6 address?)"),
+    ],
+)
+@pytest.mark.parametrize("source", ["option", "environment"])
+async def test_a_bad_redis_url_is_a_usage_error_in_one_line(
+    tmp_path: Path, url: str, problem: str, source: str
+) -> None:
+    args = ("--home", str(tmp_path), "--store", "redis")
+    if source == "option":
+        code, out, err = await _run(*args, "--redis-url", url, "status")
+    else:
+        code, out, err = await _run(*args, "status", env={"AIOSCOPEDAUTH_REDIS_URL": url})
+    assert (code, out) == (2, "")
+    given_as = "--redis-url" if source == "option" else "$AIOSCOPEDAUTH_REDIS_URL"
+    assert err == (
+        f"aioscopedauth: error: {given_as} {shown_url(url)!r}: Bad Redis URL: {problem}. "
+        "Write it as redis://[user:password@]"
+        "host:port/db (or rediss://, unix:///path, redis+sentinel://[user:password@]host:port,"
+        "host:port/SERVICE/db), with special characters in the user and password "
+        "percent-encoded\n"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+async def test_a_bad_redis_name_or_key_is_a_usage_error(tmp_path: Path) -> None:
+    args = ("--home", str(tmp_path), "--store", "redis", "--redis-url", "redis://h:1/0")
+    code, out, err = await _run(*args, "--redis-name", "a b", "status")
+    assert (code, out) == (2, "")
+    assert err.startswith("aioscopedauth: error: Bad Redis login name 'a b': ")
+    assert len(err.splitlines()) == 1
+    code, out, err = await _run(*args, "status", env={"AIOSCOPEDAUTH_REDIS_KEY": "abc"})
+    assert (code, out, err) == (
+        2,
+        "",
+        "aioscopedauth: error: AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)\n",
+    )
+
+
+def _children(pid: int) -> dict[int, bytes]:
+    """The command lines of ``pid``'s children (read from /proc, as ``ps`` does)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # it ended meanwhile
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc, as ps does")
+async def test_the_fleet_demo_never_puts_the_redis_password_on_a_command_line() -> None:
+    password = "CANARY-demo-redis-password-5e1"
+    with RedisServer(password=password) as server:
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+        proc = await asyncio.create_subprocess_exec(
+            SCRIPT, "demo", "--hosts", "2", "--agents", "1", "--seconds", "4",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "AIOSCOPEDAUTH_REDIS_URL": url},
+        )  # fmt: skip
+        try:
+            hosts: dict[int, bytes] = {}
+            communicate = asyncio.ensure_future(proc.communicate())
+            # Look at the hosts while they run (the demo waits for them for 4 s).
+            while len(hosts) < 2 and not communicate.done():  # /proc has no event to wait on
+                hosts.update(
+                    (pid, line)
+                    for pid, line in _children(proc.pid).items()
+                    if b"aioscopedauth._fleet_demo" in line
+                )
+                await asyncio.sleep(0.05)
+            out, err = await asyncio.wait_for(communicate, 120)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.communicate()
+    assert len(hosts) == 2, (out + err).decode()[-2000:]
+    for line in hosts.values():
+        assert password.encode() not in line
+        assert b"redis://" not in line
+    assert proc.returncode == 0, (out + err).decode()[-2000:]
+    assert password.encode() not in out + err
+    assert b"PASS: every request on every host succeeded" in out

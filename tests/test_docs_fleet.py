@@ -7,12 +7,12 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from aioscopedauth.redis import RedisAuthStore
 from aioscopedauth.testing import FakeAuthServer, RedisServer, write_auth_json
 
 if TYPE_CHECKING:
-    import pytest
-
     from aioscopedauth import OAuthConfig
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "fleet_login.py"
@@ -43,3 +43,7 @@ async def test_fleet_login_example(
     assert stored.tokens is not None
     assert login.tokens is not None
     assert stored.tokens.refresh_token != login.tokens.refresh_token  # rotated, and shared
+    # Moved, not copied: the machine no longer holds the (spent) refresh token.
+    assert not (home / "auth.json").exists()
+    with pytest.raises(SystemExit, match="Not logged in here: run `codex login` first"):
+        await module.move_login_to_redis(home, own_redis.url)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from tcp_proxy import TcpProxy
 
 from aioscopedauth import (
     AuthDotJson,
@@ -21,7 +22,9 @@ from aioscopedauth import (
     StorageError,
 )
 from aioscopedauth.redis import _ACQUIRE_SCRIPT, _RENEW_SCRIPT, RedisAuthStore
-from aioscopedauth.testing import FakeAuthServer, RedisServer, issued_secrets
+from aioscopedauth.testing import FakeAuthServer, RedisServer, issued_secrets, write_auth_json
+
+from support import GatedFileStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -74,10 +77,16 @@ async def test_save_load_delete_and_key_names(
     assert await store.delete() is True
     assert await store.load() is None
     assert await store.delete() is False
-    assert await store.client.hgetall(store.key) == {
+    marker = await store.client.hgetall(store.key)
+    assert marker == {
         b"version": b"2",
         b"writer": _b(raw[b"writer"])[:-1] + b"2",
+        b"at": marker[b"at"],
     }
+    # When each was written: the server's clock in microseconds, later for the later write.
+    server_time = await store.client.time()
+    now = server_time[0] * 1_000_000 + server_time[1]
+    assert 0 < int(raw[b"at"]) < int(marker[b"at"]) <= now
 
 
 async def test_a_login_copies_between_a_file_and_redis_both_ways(
@@ -433,7 +442,7 @@ async def test_a_sealed_login_is_unreadable_in_redis_and_its_dump(
     await store.save(login)
     assert await redis_stores(encryption_key=key).load() == login
     raw = await store.client.hgetall(store.key)
-    assert sorted(raw) == [b"sealed", b"version", b"writer"]
+    assert sorted(raw) == [b"at", b"sealed", b"version", b"writer"]
     assert not _contains_secret(b"".join(_b(v) for v in raw.values()))
     assert "sealed" in repr(store)
     await store.client.save()
@@ -458,7 +467,12 @@ async def test_a_plain_login_is_read_with_a_key_and_sealed_on_the_next_write(
     assert login is not None
     assert "is not encrypted; the next write seals it" in caplog.text
     await sealed.save(login)
-    assert sorted(await sealed.client.hgetall(sealed.key)) == [b"sealed", b"version", b"writer"]
+    assert sorted(await sealed.client.hgetall(sealed.key)) == [
+        b"at",
+        b"sealed",
+        b"version",
+        b"writer",
+    ]
 
 
 # -- security: ACL users, TLS, errors -------------------------------------------------------
@@ -481,7 +495,7 @@ async def test_an_acl_user_from_the_url_works_and_a_wrong_password_is_clear(
             "+@connection", "+hgetall", "+evalsha", "+eval", "+set", "+subscribe",
             "+unsubscribe", "+ping", "+client",
             # what the scripts run:
-            "+hget", "+hset", "+del", "+publish", "+get", "+pexpire",
+            "+hget", "+hset", "+del", "+publish", "+get", "+pexpire", "+time",
         )  # fmt: skip
         try:
             host, port = redis_server.url.removeprefix("redis://").split("/")[0].split(":")
@@ -519,6 +533,9 @@ async def test_redis_unreachable_is_a_clear_storage_error(
         async with store.lock():
             pass
     assert "CANARY" not in repr(store)
+    # The failed take's release keeps trying in the background (its request may have gone
+    # out), but closing the store makes it try once more and stop: no wait of many seconds.
+    await asyncio.wait_for(store.aclose(), 5)
 
 
 # -- faults ---------------------------------------------------------------------------------
@@ -607,3 +624,306 @@ async def test_a_logout_is_not_undone_by_a_lost_marker(
     await store.client.delete(store.key)  # the server lost everything
     assert await store.load() is None
     assert await store.client.exists(store.key) == 0
+
+
+# -- the network misbehaving: a real server behind a proxy that holds or drops --------------
+
+
+async def test_a_lock_whose_answer_comes_after_command_timeout_is_freed_at_once(
+    redis_server: RedisServer, redis_name: str
+) -> None:
+    async with TcpProxy(redis_server.port) as proxy:
+        store = RedisAuthStore.from_url(
+            proxy.url(), name=redis_name, command_timeout=1.0, lock_ttl=60
+        )
+        try:
+            assert await store.load() is None  # connected: only the lock's answer is late
+            proxy.hold_replies()
+            with pytest.raises(
+                StorageError, match=r"Could not take the refresh lock: .*no answer within 1 s"
+            ):
+                async with store.lock():
+                    pytest.fail("the lock was entered")
+            assert proxy.held.is_set()  # the server ran the script: it set the lock for us
+            proxy.release_replies()
+            await store.aclose()  # waits for the release the failed caller left behind
+            async with aioredis.from_url(redis_server.url) as probe:
+                # Freed at once, not after its 60 s TTL: another host can refresh.
+                assert await probe.exists(store.lock_key) == 0
+            another = RedisAuthStore.from_url(redis_server.url, name=redis_name, lock_timeout=1)
+            async with another, another.lock():
+                pass
+        finally:
+            proxy.release_replies()
+            await store.aclose()
+
+
+async def test_a_lock_request_that_reaches_the_server_after_its_caller_gave_up_takes_nothing(
+    redis_server: RedisServer, redis_name: str
+) -> None:
+    async with TcpProxy(redis_server.port) as proxy:
+        store = RedisAuthStore.from_url(
+            proxy.url(), name=redis_name, command_timeout=1.0, lock_ttl=60
+        )
+        try:
+            async with store.lock():  # connected, and the server knows the lock's script
+                pass
+            assert proxy.hold_requests() == 1  # that connection's next request is slow
+            with pytest.raises(
+                StorageError, match=r"Could not take the refresh lock: .*no answer within 1 s"
+            ):
+                async with store.lock():
+                    pytest.fail("the lock was entered")
+            assert proxy.requests_held.is_set()
+            # The caller's release went out on a new connection and is done ...
+            await store.aclose()
+            proxy.answered.clear()
+            proxy.release_requests()  # ... and now the take reaches the server, late
+            await asyncio.wait_for(proxy.answered.wait(), 10)  # the server ran it
+            async with aioredis.from_url(redis_server.url) as probe:
+                # It took nothing: otherwise no host could refresh for 60 s.
+                assert await probe.exists(store.lock_key) == 0
+        finally:
+            proxy.release_requests()
+            await store.aclose()
+
+
+async def test_a_listener_whose_connection_died_silently_notices_and_resubscribes(
+    redis_stores: Callable[..., RedisAuthStore],
+    redis_server: RedisServer,
+    redis_name: str,
+    server: FakeAuthServer,
+) -> None:
+    writer = redis_stores()
+    async with TcpProxy(redis_server.port) as proxy:
+        store = RedisAuthStore.from_url(
+            proxy.url(), name=redis_name, command_timeout=2.0, ping_interval=0.3
+        )
+        fired = 0
+        fire = asyncio.Event()
+
+        def callback() -> None:
+            nonlocal fired
+            fired += 1
+            fire.set()
+
+        stop = store.watch(callback)
+        try:
+            await asyncio.wait_for(fire.wait(), 10)  # subscribed (and told to catch up)
+            fire.clear()
+            assert proxy.drop_silently() == 1  # the listener's connection: no FIN, no RST
+            await writer.save(server.login())  # its notice goes into the black hole
+            # The listener finds out by itself (its PING gets no answer), subscribes again
+            # on a new connection and says so, so the missed notice is caught up on.
+            await asyncio.wait_for(fire.wait(), 10)
+            assert proxy.connections == 2
+            await asyncio.wait_for(store.listening.wait(), 10)
+            fire.clear()
+            await writer.save(server.login())
+            await asyncio.wait_for(fire.wait(), 10)  # notices arrive again
+            assert store.notices == 1
+            assert fired == 3
+        finally:
+            await stop()
+            await store.aclose()
+
+
+# -- a restart: the newest login in time wins, not the highest version ---------------------
+
+
+async def test_a_login_saved_after_a_restart_is_never_overwritten_by_an_older_memory(
+    server: FakeAuthServer, own_redis: RedisServer
+) -> None:
+    subscriptions = 0
+    subscribed = asyncio.Event()
+
+    def count() -> None:
+        nonlocal subscriptions
+        subscriptions += 1
+        subscribed.set()
+
+    async with RedisAuthStore.from_url(own_redis.url, name="fleet") as old_host:
+        await old_host.save(server.login())
+        remembered = server.login()
+        await old_host.save(remembered)  # version 2, remembered by this host
+        stop = old_host.watch(count)
+        await asyncio.wait_for(subscribed.wait(), 10)
+        await _restart(own_redis)  # it comes back empty
+        while subscriptions < 2:  # the listener is back (and rereads nothing: no manager)
+            subscribed.clear()
+            await asyncio.wait_for(subscribed.wait(), 10)
+        subscribed.clear()
+        newer = server.login()
+        async with RedisAuthStore.from_url(own_redis.url, name="fleet") as new_host:
+            await new_host.save(newer)  # a new login after the restart: version 1
+        await asyncio.wait_for(subscribed.wait(), 10)
+        assert old_host.notices == 1  # its notice counts, although its version is lower
+        assert await old_host.load() == newer  # it used to write version 2 back over it
+        async with RedisAuthStore.from_url(own_redis.url, name="fleet") as third:
+            assert await third.load() == newer
+        await stop()
+    assert remembered != newer
+
+
+async def test_a_restarted_empty_redis_gets_the_newest_remembered_login_back(
+    server: FakeAuthServer, own_redis: RedisServer
+) -> None:
+    async with (
+        RedisAuthStore.from_url(own_redis.url, name="fleet") as behind,
+        RedisAuthStore.from_url(own_redis.url, name="fleet") as ahead,
+    ):
+        first, second = server.login(), server.login()
+        await behind.save(first)
+        assert await ahead.load() == first
+        await ahead.save(second)  # "behind" never read it
+        await _restart(own_redis)
+        assert await behind.load() == first  # it writes back what it remembers ...
+        assert await ahead.load() == second  # ... and the newer memory wins over it
+        assert await behind.load() == second
+        newest = server.login()
+        await behind.save(newest)
+        assert await ahead.load() == newest
+
+
+# -- bad input and misuse -------------------------------------------------------------------
+
+
+async def test_a_store_used_from_a_second_event_loop_says_so(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer
+) -> None:
+    store = redis_stores()
+    await store.save(server.login())
+
+    def other_loop(use: Callable[[], Any]) -> None:
+        async def run() -> None:
+            await use()
+
+        asyncio.run(run())
+
+    async def enter_lock() -> None:
+        async with store.lock():
+            pass
+
+    async def watch() -> None:
+        store.watch(lambda: None)
+
+    expected = (
+        "This RedisAuthStore was first used on another event loop. A store (and its Redis "
+        "client) belongs to one event loop: make one store per loop; they share the login "
+        "through Redis."
+    )
+    for use in (store.load, lambda: store.save(server.login()), enter_lock, watch):
+        with pytest.raises(ConfigError) as info:
+            await asyncio.to_thread(other_loop, use)
+        assert str(info.value) == expected
+    assert await store.load() is not None  # still fine on its own loop
+
+
+# -- moving a machine's login into the fleet -----------------------------------------------
+
+
+async def test_a_login_moves_from_a_file_and_the_machine_is_logged_out(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, home: Path
+) -> None:
+    store = redis_stores()
+    login = server.login()
+    path = write_auth_json(home, login)
+    assert await store.move_login_from(FileAuthStore(home)) is True
+    assert await store.load() == login
+    # The machine is logged out: Codex (or this library) there has nothing left to spend.
+    assert not path.exists()
+    assert await FileAuthStore(home).load() is None
+    assert await store.move_login_from(FileAuthStore(home)) is False  # nothing to move
+    assert await store.load() == login
+
+
+async def test_a_move_never_replaces_another_fleet_login_unless_told(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, home: Path
+) -> None:
+    store = redis_stores()
+    fleets = server.login()
+    await store.save(fleets)
+    path = write_auth_json(home, server.login())
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="already holds another login: nothing was moved"):
+        await store.move_login_from(FileAuthStore(home))
+    assert path.read_bytes() == before
+    assert await store.load() == fleets
+    assert await store.move_login_from(FileAuthStore(home), replace=True) is True
+    assert await store.load() == AuthDotJson.from_json(before)
+    assert not path.exists()
+
+
+class _GatedSecondLoad(GatedFileStore):
+    """Holds the move's second read (under the locks), so the file can change right after."""
+
+    loads = 0
+
+    async def load(self) -> AuthDotJson | None:
+        self.loads += 1
+        self.hold_next_load = self.loads == 2
+        return await super().load()
+
+
+async def test_a_login_refreshed_at_the_source_during_the_move_is_the_one_moved(
+    redis_stores: Callable[..., RedisAuthStore], server: FakeAuthServer, home: Path
+) -> None:
+    store = redis_stores()
+    write_auth_json(home, server.login())
+    source = _GatedSecondLoad(home)
+    move = asyncio.create_task(store.move_login_from(source))
+    await asyncio.wait_for(source.holding.wait(), 10)
+    newer = server.login()
+    path = write_auth_json(home, newer)  # Codex refreshed there: the copy's token is spent
+    source.release.set()
+    assert await asyncio.wait_for(move, 10) is True
+    assert await store.load() == newer  # not the spent one
+    assert not path.exists()
+
+
+async def test_a_command_on_a_connection_that_died_silently_fails_once_then_works(
+    redis_server: RedisServer, redis_name: str, server: FakeAuthServer
+) -> None:
+    async with TcpProxy(redis_server.port) as proxy:
+        store = RedisAuthStore.from_url(proxy.url(), name=redis_name, command_timeout=1.0)
+        async with store:
+            login = server.login()
+            await store.save(login)
+            assert proxy.drop_silently() == 1
+            with pytest.raises(StorageError, match=r"is unreachable \(no answer within 1 s\)"):
+                await store.load()
+            # The dead connection was thrown away, not put back in the pool.
+            assert await store.load() == login
+            assert proxy.connections == 2
+
+
+async def test_a_subscription_that_is_never_confirmed_is_tried_again(
+    redis_stores: Callable[..., RedisAuthStore],
+    redis_server: RedisServer,
+    redis_name: str,
+    server: FakeAuthServer,
+) -> None:
+    writer = redis_stores()
+    async with TcpProxy(redis_server.port) as proxy:
+        # The listener's first connections lead nowhere: the connection's handshake (or the
+        # wait for the subscription's confirmation) gives up within command_timeout.
+        proxy.black_hole = True
+        store = RedisAuthStore.from_url(
+            proxy.url(), name=redis_name, command_timeout=0.5, ping_interval=5
+        )
+        subscribed = asyncio.Event()
+        stop = store.watch(subscribed.set)
+        try:
+            while proxy.connections < 2:  # it gave up on the first one and tried again
+                proxy.accepted.clear()
+                await asyncio.wait_for(proxy.accepted.wait(), 10)
+            assert not subscribed.is_set()
+            proxy.black_hole = False
+            await asyncio.wait_for(subscribed.wait(), 10)
+            subscribed.clear()
+            await writer.save(server.login())
+            await asyncio.wait_for(subscribed.wait(), 10)
+            assert store.notices == 1
+        finally:
+            await stop()
+            await store.aclose()

