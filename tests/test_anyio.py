@@ -30,6 +30,7 @@ import aiohttp
 import anyio
 import attrs
 import pytest
+import redis.asyncio as aioredis
 
 from aioscopedauth import (
     AuthManager,
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from aioscopedauth import AuthChanges
-    from aioscopedauth.testing import FakeAuthServer, TokenScript
+    from aioscopedauth.redis import RedisAuthStore
+    from aioscopedauth.testing import FakeAuthServer, RedisServer, TokenScript
 
 pytestmark = pytest.mark.anyio
 
@@ -293,6 +295,23 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+async def _dies(pid: int) -> None:
+    """Wait for ``pid`` to end (it need not be our child), for at most ``LIMIT`` seconds."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(pidfd, ended.set)  # readable once the process has ended
+    try:
+        with anyio.fail_after(LIMIT):
+            await ended.wait()
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("entry", ["resolve", "refresh", "auth", "request"])
 async def test_a_cancelled_token_command_leaves_no_process_running(
@@ -334,7 +353,8 @@ async def test_a_cancelled_token_command_leaves_no_process_running(
         assert len(pids) == 2
         command_pid, grandchild_pid = pids
         assert not Path(f"/proc/{command_pid}").exists()  # exited and reaped
-        assert not _running(grandchild_pid)  # killed with its group
+        # Sent SIGKILL with its group; not our child, so it dies when the kernel gets to it.
+        await _dies(grandchild_pid)
         assert refresher.runs == 1
     finally:
         for pid in pids:
@@ -438,6 +458,57 @@ async def test_a_manager_closed_in_a_cancelled_scope_closes_its_session_after_th
     assert stored.tokens is not None
     assert server.is_valid_refresh_token(stored.tokens.refresh_token)
     assert server.refreshes == 1
+
+
+# -- the fleet's lock ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("where", ["holding", "waiting"])
+async def test_a_redis_lock_left_by_a_cancelled_scope_is_free_for_the_next_host(
+    style: str,
+    where: str,
+    redis_server: RedisServer,
+    redis_stores: Callable[..., RedisAuthStore],
+) -> None:
+    # A TTL far longer than the test: the lock is free because it was released, not expired.
+    first, second, third = (redis_stores(lock_ttl=600, lock_timeout=LIMIT) for _ in range(3))
+    inside = asyncio.Event()
+    other_inside = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def hold(store: RedisAuthStore, entered: asyncio.Event) -> None:
+        async with store.lock():
+            entered.set()
+            await leave.wait()
+
+    async with anyio.create_task_group() as group:
+        if where == "holding":
+            took = await _cancel_while(style, lambda: hold(first, inside), inside.wait)
+        else:
+            group.start_soon(hold, first, other_inside)
+            await other_inside.wait()
+            took = await _cancel_while(
+                style, lambda: hold(second, inside), lambda: _polled_twice(second, redis_server.url)
+            )
+            assert not inside.is_set()
+        leave.set()
+    assert took.seconds < PROMPT
+    assert took.cancels <= QUIET
+    with anyio.fail_after(LIMIT):
+        async with third.lock():
+            pass
+
+
+async def _polled_twice(store: RedisAuthStore, url: str) -> None:
+    # The waiting host asks Redis for the lock again and again: watch it ask twice.
+    with anyio.fail_after(LIMIT):
+        async with aioredis.from_url(url) as probe, probe.monitor() as monitor:
+            seen = 0
+            async for command in monitor.listen():
+                seen += store.lock_key in command["command"]
+                if seen == 2:
+                    return
 
 
 # -- no torn file ---------------------------------------------------------------------------
