@@ -316,6 +316,7 @@ class RefreshCoordinator:
     inflight: InFlight | None = None
     closing: asyncio.Task[None] | None = None
     """Closes the owned session once the refresh ends, when ``aclose()`` could not wait."""
+    _closing_after: InFlight | None = None
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -361,8 +362,22 @@ class RefreshCoordinator:
             # asyncio.wait neither cancels the refresh nor raises its error (its callers').
             await asyncio.wait((inflight.task,))
         except asyncio.CancelledError:
-            inflight.task.add_done_callback(self._close_session)
+            self._close_session_after(inflight)
             raise
+
+    async def close_session(self) -> None:
+        """Close the owned session now, or when the refresh under way ends (never under it)."""
+        inflight = self.inflight
+        if inflight is not None and not inflight.task.done():
+            self._close_session_after(inflight)
+            return
+        await self.session.aclose()
+
+    def _close_session_after(self, inflight: InFlight) -> None:
+        if self._closing_after is inflight:
+            return
+        self._closing_after = inflight
+        inflight.task.add_done_callback(self._close_session)
 
     def _close_session(self, _: object) -> None:
         self.closing = asyncio.get_running_loop().create_task(
