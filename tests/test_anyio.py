@@ -486,10 +486,14 @@ async def test_a_fleet_manager_closed_in_a_cancelled_scope_closes_its_session(
             inside.set()
             await asyncio.Event().wait()
 
-    took = await _cancel_while(style, call, inside.wait)
-    assert took.seconds < PROMPT
-    assert server.refreshes == 1
-    assert managers[0]._core.session.http is None
+    try:
+        took = await _cancel_while(style, call, inside.wait)
+        assert took.seconds < PROMPT
+        assert server.refreshes == 1
+        assert managers[0]._core.session.http is None
+    finally:
+        for manager in managers:
+            await manager.aclose()  # not cancelled this time (and a no-op once closed)
 
 
 # -- the fleet's lock ------------------------------------------------------------------------
