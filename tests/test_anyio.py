@@ -31,17 +31,21 @@ import anyio
 import attrs
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from aioscopedauth import (
     AuthManager,
     AuthMiddleware,
     CommandBearerRefresher,
     FileAuthStore,
+    FileBody,
     MemoryAuthStore,
     OAuthConfig,
     ProviderAuthCommand,
     RefreshContext,
 )
+from aioscopedauth import _body as body_module
+from aioscopedauth.testing import serve_on_loopback
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -494,6 +498,56 @@ async def test_a_fleet_manager_closed_in_a_cancelled_scope_closes_its_session(
     finally:
         for manager in managers:
             await manager.aclose()  # not cancelled this time (and a no-op once closed)
+
+
+# -- an upload that can be sent again ----------------------------------------------------------
+
+
+def _handles(path: Path) -> list[str]:
+    """The descriptors of this process open on ``path``."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile (the listing's own descriptor)
+            if fd.readlink() == path:
+                found.append(fd.name)
+    return found
+
+
+@pytest.mark.parametrize("style", STYLES)
+async def test_an_upload_cancelled_mid_stream_closes_its_file(
+    style: str, manager: AuthManager, tmp_path: Path
+) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(os.urandom(16 * 1024 * 1024))  # more than the socket buffers hold
+    receiving = asyncio.Event()
+    release = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await request.content.readany()
+        receiving.set()
+        await release.wait()  # reads no more meanwhile: the sender blocks mid-stream
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/upload", stall)
+    runner, url = await serve_on_loopback(app)
+    await manager.login_with_api_key("sk-test-key")
+    try:
+        async with aiohttp.ClientSession(middlewares=(AuthMiddleware(manager),)) as http:
+
+            async def call() -> None:
+                await http.post(f"{url}/upload", data=FileBody(upload, chunk_size=64 * 1024))
+
+            took = await _cancel_while(style, call, receiving.wait)
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert took.seconds < PROMPT
+    assert took.cancels <= QUIET
+    with anyio.fail_after(LIMIT):
+        while body_module._BACKGROUND:  # the close of a cancelled send runs on in its thread
+            await asyncio.gather(*body_module._BACKGROUND, return_exceptions=True)
+    assert _handles(upload) == []
 
 
 # -- the fleet's lock ------------------------------------------------------------------------
