@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._cancel import outlast
 from ._errors import AuthDataError, CommandError, ConfigError
 from ._external import ExternalAuthTokens, RefreshContext
 from ._model import UNSENDABLE, AuthMode, is_header_safe, parse_rfc3339
@@ -344,11 +345,6 @@ def _abandon(popen: subprocess.Popen[bytes]) -> None:
             stream.close()
 
 
-def _abandon_spawned(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-    if not spawning.cancelled() and spawning.exception() is None:
-        asyncio.get_running_loop().run_in_executor(None, _abandon, spawning.result())
-
-
 async def _start(config: ProviderAuthCommand) -> _Child:
     """Start the command off the event loop, and watch its pipes and its exit from the loop.
 
@@ -363,7 +359,11 @@ async def _start(config: ProviderAuthCommand) -> _Child:
     try:
         popen = await asyncio.shield(spawning)
     except asyncio.CancelledError:
-        spawning.add_done_callback(_abandon_spawned)  # started anyway: kill and reap it
+        # The thread cannot be stopped and will start the command anyway: wait for it, then
+        # kill and reap the command before the cancellation goes through.
+        await outlast(spawning)
+        if not spawning.cancelled() and spawning.exception() is None:
+            await _finish(loop.run_in_executor(None, _abandon, spawning.result()))
         raise
     assert popen.stdout is not None  # noqa: S101 -- PIPE was asked for
     assert popen.stderr is not None  # noqa: S101 -- PIPE was asked for
@@ -388,10 +388,8 @@ async def _start(config: ProviderAuthCommand) -> _Child:
 
 
 async def _finish(work: asyncio.Future[None]) -> None:
-    """Wait for ``work`` even through cancellations (they still end the caller afterwards)."""
-    while not work.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(work)
+    """Wait for ``work`` even through cancellations (the caller re-raises the one it handles)."""
+    await outlast(work)
     work.result()
 
 
@@ -515,15 +513,10 @@ async def _end(child: _Child) -> None:
     goes on (an abandoned clean-up would leave an unreaped child behind).
     """
     cleanup = asyncio.ensure_future(_end_unshielded(child))
-    cancelled = False
-    while not cleanup.done():
-        try:
-            await asyncio.shield(cleanup)
-        except asyncio.CancelledError:
-            cancelled = True
+    cancelled = await outlast(cleanup)
     cleanup.result()
-    if cancelled:
-        raise asyncio.CancelledError
+    if cancelled is not None:
+        raise cancelled  # that very one: anyio's cancel scopes recognise their own
 
 
 async def _end_unshielded(child: _Child) -> None:

@@ -31,9 +31,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, TypeVar
 
-import anyio
 import attrs
 
+from ._cancel import outlast
 from ._errors import StorageError
 
 if TYPE_CHECKING:
@@ -230,7 +230,9 @@ async def run_in_thread(
             abandoned.append(True)
             running = bool(started)
         if running:
-            await _wait_uncancelled(ended)
+            # Cancelled again meanwhile (an anyio scope does so on every turn): the first
+            # cancellation, being handled here, is the one raised.
+            await outlast(ended)
             if discard is not None and box:
                 discard(box[0])
         raise
@@ -239,13 +241,6 @@ async def run_in_thread(
 def _settle(ended: asyncio.Future[None]) -> None:
     if not ended.done():
         ended.set_result(None)
-
-
-async def _wait_uncancelled(ended: asyncio.Future[None]) -> None:
-    while not ended.done():
-        # Another cancellation while waiting is delivered by the caller's own raise.
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(ended)
 
 
 def _flock_if_free(path: Path, mode: int) -> int | None:
@@ -370,7 +365,7 @@ async def file_lock(
                     f"process is {purpose} the same login. Try again."
                 )
                 raise StorageError(msg, path=path)
-            await anyio.sleep(delay)
+            await asyncio.sleep(delay)
             delay = min(delay * 2, _LOCK_POLL_MAX)
         try:
             yield

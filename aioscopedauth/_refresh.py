@@ -19,7 +19,6 @@ Concurrency invariants (DESIGN.md, "Rules that every change keeps"):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -316,6 +315,9 @@ class RefreshCoordinator:
     freshness: Freshness
     lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     inflight: InFlight | None = None
+    closing: asyncio.Task[None] | None = None
+    """Closes the owned session once the refresh ends, when ``aclose()`` could not wait."""
+    _closing_after: InFlight | None = None
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -347,11 +349,42 @@ class RefreshCoordinator:
         return inflight.wait()
 
     async def drain(self) -> None:
-        """Wait for the refresh under way, if any (its outcome is its callers')."""
+        """Wait for the refresh under way, if any (its outcome is its callers').
+
+        ``aclose()`` drains before it closes the session. Cancelled meanwhile (an anyio cancel
+        scope around ``async with manager`` cancels ``aclose()`` as well), it stops waiting,
+        but the refresh goes on and may be reading the answer to a spent refresh token: the
+        session is closed when the refresh ends, never under it.
+        """
+        inflight = self.inflight
+        if inflight is None or inflight.task.done():
+            return
+        try:
+            # asyncio.wait neither cancels the refresh nor raises its error (its callers').
+            await asyncio.wait((inflight.task,))
+        except asyncio.CancelledError:
+            self._close_session_after(inflight)
+            raise
+
+    async def close_session(self) -> None:
+        """Close the owned session now, or when the refresh under way ends (never under it)."""
         inflight = self.inflight
         if inflight is not None and not inflight.task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(inflight.task)
+            self._close_session_after(inflight)
+            return
+        await self.session.aclose()
+
+    def _close_session_after(self, inflight: InFlight) -> None:
+        if self._closing_after is inflight:
+            return
+        self._closing_after = inflight
+        inflight.task.add_done_callback(self._close_session)
+
+    def _close_session(self, _: object) -> None:
+        self.closing = asyncio.get_running_loop().create_task(
+            self.session.aclose(), name="aioscopedauth-close-session"
+        )
+        self.closing.add_done_callback(retrieve_exception)
 
     async def proactive(self, snapshot: Auth, host: ExternalRefresher | None) -> Auth | None:
         """Refresh a due snapshot if that can help; return the snapshot to use now.

@@ -19,7 +19,7 @@ from aioscopedauth.testing import RedisServer
 from support import CANARIES, HangingKeyring, MemoryKeyring
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Generator, Iterator
 
     from aioscopedauth.testing import FakeAuthServer
     from aioscopedauth.testing.plugin import LeakGuard
@@ -32,6 +32,46 @@ if os.environ.get("AIOSCOPEDAUTH_REQUIRE_INSTALLED") == "1":
     if Path(aioscopedauth.__file__).resolve().parent == _checkout:
         msg = f"aioscopedauth was imported from the checkout ({_checkout}), not the installed wheel"
         raise RuntimeError(msg)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> Generator[None, Any, Any]:
+    """Hand tests marked ``anyio`` back to anyio's plugin (tests/test_anyio.py).
+
+    In ``asyncio_mode = "auto"`` pytest-asyncio takes every coroutine test, anyio-marked ones
+    included: it would run them in its own loop, and their async fixtures in anyio's. This
+    wrapper, registered after both plugins and so outside theirs, turns such an item back into
+    a plain test function, which anyio's ``pytest_pyfunc_call`` then runs.
+    """
+    del collector, name, obj
+    result = yield
+    if not result:
+        return result
+    items = result if isinstance(result, list) else [result]
+    handed_back = [_anyio_item(item) for item in items]
+    return handed_back if isinstance(result, list) else handed_back[0]
+
+
+def _anyio_item(item: Any) -> Any:
+    if (
+        not isinstance(item, pytest.Function)
+        or type(item) is pytest.Function
+        or item.get_closest_marker("anyio") is None
+    ):
+        return item
+    plain = pytest.Function.from_parent(
+        item.parent,
+        name=item.name,
+        callspec=getattr(item, "callspec", None),
+        callobj=item.obj,
+        fixtureinfo=item._fixtureinfo,
+        keywords=item.keywords,
+        originalname=item.originalname,
+    )
+    plain.own_markers = [mark for mark in item.own_markers if mark.name != "asyncio"]
+    return plain
 
 
 @pytest.fixture(autouse=True)

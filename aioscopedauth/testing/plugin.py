@@ -12,7 +12,9 @@ Fixtures (none is autouse; each is available once aioscopedauth is installed):
   or if an aiohttp session was left unclosed. Make it autouse in your ``conftest.py`` to guard
   every test.
 
-The async fixture needs pytest-asyncio (any mode). Loading the plugin imports nothing heavy:
+The async fixture runs under pytest-asyncio (any mode) or, in tests marked ``anyio``, under
+anyio's pytest plugin (with both installed, anyio's fixture hook must wrap pytest-asyncio's:
+``-p asyncio`` in ``addopts`` orders them so). Loading the plugin imports nothing heavy:
 aiohttp and the library are imported when a test first uses one of these fixtures.
 """
 
