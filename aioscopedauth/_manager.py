@@ -239,9 +239,13 @@ class AuthManager:
         if not self._is_base:
             return
         core = self._core
-        await core.watcher.stop()
-        await core.refresh.drain()
-        await core.session.aclose()
+        try:
+            await core.watcher.stop()
+            await core.refresh.drain()
+        finally:
+            # Closed now, or (cancelled while a refresh runs) once that refresh has ended:
+            # never under it.
+            await core.refresh.close_session()
 
     async def __aenter__(self) -> Self:
         """Return the manager."""

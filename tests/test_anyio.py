@@ -464,11 +464,6 @@ async def test_a_manager_closed_in_a_cancelled_scope_closes_its_session_after_th
     assert server.refreshes == 1
 
 
-@pytest.mark.xfail(
-    reason="needs AuthManager.aclose() to close the session in a `finally` (the lead's "
-    "_manager.py; snippet in the wip-anyio report)",
-    strict=True,
-)
 @pytest.mark.parametrize("style", STYLES)
 async def test_a_fleet_manager_closed_in_a_cancelled_scope_closes_its_session(
     style: str,
