@@ -47,7 +47,7 @@ SECTIONS: list[Section] = [
     fleet.SECTION,
     instructions.SECTION,
 ]
-"""Every section, in run order. Add a section here (and only here) to extend the run."""
+"""Every section, in run order. A new section is a module with its ``SECTION``, listed here."""
 
 
 def _machine() -> dict[str, Any]:
