@@ -208,7 +208,7 @@ def show_instructions(i: dict[str, Any]) -> None:
     n1, n2 = i["requests"]
     print(
         f"\n8. Instructions per request of the client (callgrind, ({n2} - {n1}) sequential "
-        f"requests, {i['repeats']} repeats; median [min-max]):"
+        f"requests, {i['repeats']} repeat{'s' if i['repeats'] != 1 else ''}; median [min-max]):"
     )
     for client in CLIENTS:
         s = {k: v / 1000 for k, v in i["per_request"][client].items() if k != "samples"}
