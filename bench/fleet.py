@@ -1,4 +1,4 @@
-"""Figure 6: a fleet of host processes that share one login through Redis (``bench/run.py``).
+"""Section 7: a fleet of host processes that share one login through Redis (``bench/run.py``).
 
 16 hosts (processes that share only the Redis URL, each with its own home), 1-second access
 tokens, single-use refresh tokens, 2,000 requests each. Measured: reuse answers, refreshes
@@ -19,12 +19,16 @@ import textwrap
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from _common import Section
 
 from aioscopedauth.redis import RedisAuthStore
 from aioscopedauth.testing import FakeAuthServer, RedisServer
+
+if TYPE_CHECKING:
+    import argparse
 
 _DOUBLE_GAP = 0.4
 """Seconds: two refreshes closer than this refreshed one expiry twice (see bench_fleet)."""
@@ -196,9 +200,9 @@ async def bench_fleet(hosts: int, requests: int) -> dict[str, Any]:
 
 
 def print_fleet(f: dict[str, Any]) -> None:
-    """Print figure 6."""
+    """Print section 7."""
     print(
-        f"\n6. Fleet through Redis: {f['hosts']} hosts x {f['requests_each']} requests, 1 s "
+        f"\n7. Fleet through Redis: {f['hosts']} hosts x {f['requests_each']} requests, 1 s "
         f"tokens, single-use refresh: reuse answers {f['reuse_answers']} (target 0), refreshes "
         f"{f['refreshes']}, per expiry {f['refreshes_per_expiry']:.2f} (target <= 1.05; "
         f"{f['double_refreshes']} refreshed twice, closest two {f['min_refresh_gap_s']:.2f} s "
@@ -210,3 +214,16 @@ def print_fleet(f: dict[str, Any]) -> None:
         f"({f['steady_redis_commands']} commands in all: each host's first load and "
         "subscription; target ~ 0)"
     )
+
+
+async def _bench_fleet(args: argparse.Namespace) -> dict[str, Any]:
+    return await bench_fleet(args.fleet_hosts, args.fleet_requests)
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of section 7."""
+    parser.add_argument("--fleet-hosts", type=int, default=16)
+    parser.add_argument("--fleet-requests", type=int, default=2000)
+
+
+SECTION = Section("fleet", _bench_fleet, print_fleet, arguments=arguments)
