@@ -52,6 +52,11 @@ def _to_args(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _args_repr(value: tuple[str, ...]) -> str:
+    # Only how many: arguments often carry secrets (a client secret, a token file's path).
+    return f"<{len(value)} argument{'' if len(value) == 1 else 's'}>"
+
+
 def _check_command(_instance: object, _attribute: object, value: str) -> None:
     if not value.strip():
         msg = "provider auth.command must not be empty"
@@ -110,6 +115,9 @@ class ProviderAuthCommand:
             process's working directory, ``~`` is expanded.
         env: Variables added to the inherited environment.
 
+    The ``repr`` (and ``str``) show the program and how many arguments it takes, never an
+    argument or an ``env`` value: they often carry secrets.
+
     Raises:
         ConfigError: A blank command, a timeout that is not positive, a negative interval, a
             NUL byte in the command, an argument, an env name or value, an ``=`` in an env
@@ -117,7 +125,9 @@ class ProviderAuthCommand:
     """
 
     command: str = attrs.field(validator=_check_command)
-    args: tuple[str, ...] = attrs.field(default=(), converter=_to_args, validator=_check_args)
+    args: tuple[str, ...] = attrs.field(
+        default=(), converter=_to_args, validator=_check_args, repr=_args_repr
+    )
     timeout: float = attrs.field(default=5.0, validator=_check_timeout)
     refresh_interval: float = attrs.field(default=300.0, validator=_check_interval)
     cwd: Path | None = attrs.field(default=None, converter=_to_path)

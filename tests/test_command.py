@@ -527,3 +527,22 @@ def test_a_token_with_a_control_character_is_refused(output: str) -> None:
         "provider auth command `./print-token.sh` printed a token that contains a line break, "
         "a control character or invalid Unicode"
     )
+
+
+ARG_CANARY = "client-secret-CANARY-4e1f"
+
+
+def test_repr_shows_the_program_and_the_argument_count_never_an_argument(tmp_path: Path) -> None:
+    # Issue 20 item 12: arguments often carry secrets (the CLI hides them for that reason).
+    config = ProviderAuthCommand(
+        "./mint.sh", args=("--client-secret", ARG_CANARY, "--verbose"), cwd=tmp_path
+    )
+    for text in (repr(config), str(config), repr(CommandBearerRefresher(config))):
+        assert ARG_CANARY not in text
+        assert "--client-secret" not in text
+    assert repr(config) == (
+        f"ProviderAuthCommand(command='./mint.sh', args=<3 arguments>, timeout=5.0, "
+        f"refresh_interval=300.0, cwd={tmp_path!r})"
+    )
+    assert "args=<1 argument>" in repr(ProviderAuthCommand("x", args=("a",)))
+    assert "args=<0 arguments>" in repr(ProviderAuthCommand("x"))
