@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -168,17 +169,44 @@ def _exit_status(returncode: int) -> str:
     return f"signal: {number} ({name})"
 
 
+END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+START_OF_TIME = datetime.min.replace(tzinfo=UTC)
+"""An expiry past either end of the calendar saturates to these (valid for ever, or expired
+already), as the dates of a login do, instead of raising ``OverflowError``."""
+
+
+def _saturated(seconds: float) -> datetime:
+    return END_OF_TIME if seconds > 0 else START_OF_TIME
+
+
 def _timestamp(value: object, what: str, command: str) -> datetime:
-    if isinstance(value, bool):
+    # NaN (which Python's JSON reads) says nothing about when: refused, never saturated.
+    if isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)):
         pass
     elif isinstance(value, int | float):
-        with contextlib.suppress(OverflowError, OSError, ValueError):
+        try:
             return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return _saturated(value)
     elif isinstance(value, str):
         with contextlib.suppress(AuthDataError):
             return parse_rfc3339(value)
     msg = f"provider auth command `{command}` printed an invalid {what}"
     raise CommandError(msg)
+
+
+def _expires_in(value: object, command: str, now: datetime) -> datetime:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and math.isnan(value))
+    ):
+        msg = f"provider auth command `{command}` printed an invalid expires_in"
+        raise CommandError(msg)
+    try:
+        return now + timedelta(seconds=value)
+    except OverflowError:
+        return _saturated(value)
 
 
 _INVALID = object()
@@ -205,11 +233,7 @@ def _parse_json(text: str, command: str, now: datetime) -> ExternalAuthTokens:
         token = obj.get("access_token", obj.get("token"))
         expiry, what = obj.get("expires_at"), "expires_at"
         if expiry is None and obj.get("expires_in") is not None:
-            seconds = obj["expires_in"]
-            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-                msg = f"provider auth command `{command}` printed an invalid expires_in"
-                raise CommandError(msg)
-            expiry = (now + timedelta(seconds=seconds)).timestamp()
+            expiry = _expires_in(obj["expires_in"], command, now)
     if not isinstance(token, str):
         msg = (
             f"provider auth command `{command}` printed JSON without a string access_token, "
@@ -218,7 +242,9 @@ def _parse_json(text: str, command: str, now: datetime) -> ExternalAuthTokens:
         raise CommandError(msg)
     token = token.strip()
     expires_at = None
-    if expiry is not None:
+    if isinstance(expiry, datetime):
+        expires_at = expiry
+    elif expiry is not None:
         expires_at = _timestamp(expiry, f"{what} expiry", command)
     return ExternalAuthTokens.access_token_only(token, expires_at=expires_at)
 
@@ -228,7 +254,9 @@ def parse_command_output(stdout: str, command: str, now: datetime) -> ExternalAu
 
     Accepted: a plain token (trimmed); a JSON object with ``access_token`` or ``token`` and
     optional ``expires_at`` (RFC 3339 or epoch seconds) or ``expires_in`` (seconds); a
-    Kubernetes ``ExecCredential`` (``status.token``, ``status.expirationTimestamp``).
+    Kubernetes ``ExecCredential`` (``status.token``, ``status.expirationTimestamp``). A number
+    that puts the expiry past either end of the calendar (``1e20``, ``Infinity``) saturates to
+    :data:`END_OF_TIME` or :data:`START_OF_TIME`; ``NaN`` is refused.
 
     Args:
         stdout: The decoded output.
@@ -239,8 +267,9 @@ def parse_command_output(stdout: str, command: str, now: datetime) -> ExternalAu
         The token.
 
     Raises:
-        CommandError: The output is empty, is JSON without a token, or is a token split over
-            several lines. The message never quotes the output.
+        CommandError: The output is empty, is JSON without a token or with an invalid expiry
+            (not a number or date, or ``NaN``), or is a token split over several lines. The
+            message never quotes the output.
     """
     text = stdout.strip()
     if text.startswith("{"):

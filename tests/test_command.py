@@ -546,3 +546,63 @@ def test_repr_shows_the_program_and_the_argument_count_never_an_argument(tmp_pat
     )
     assert "args=<1 argument>" in repr(ProviderAuthCommand("x", args=("a",)))
     assert "args=<0 arguments>" in repr(ProviderAuthCommand("x"))
+
+
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+FAR_PAST = datetime.min.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("output", "expires_at"),
+    [
+        ('{"token": "t", "expires_in": 1e20}', FAR_FUTURE),
+        ('{"token": "t", "expires_in": 1e308}', FAR_FUTURE),
+        ('{"token": "t", "expires_in": Infinity}', FAR_FUTURE),
+        ('{"token": "t", "expires_in": 300000000000}', FAR_FUTURE),  # past 9999-12-31
+        ('{"token": "t", "expires_in": -1e20}', FAR_PAST),
+        ('{"token": "t", "expires_in": -Infinity}', FAR_PAST),
+        ('{"token": "t", "expires_at": 1e20}', FAR_FUTURE),
+        ('{"token": "t", "expires_at": Infinity}', FAR_FUTURE),
+        ('{"token": "t", "expires_at": -1e20}', FAR_PAST),
+        ('{"token": "t", "expires_at": -Infinity}', FAR_PAST),
+    ],
+)
+def test_an_expiry_beyond_the_calendar_saturates(output: str, expires_at: datetime) -> None:
+    # Issue 20 item 15: these raised a bare OverflowError. Like the dates of a login, an expiry
+    # past either end of the calendar saturates: valid for ever, or expired already.
+    parsed = parse_command_output(output, "cmd", NOW)
+    assert parsed.access_token == "t"
+    assert parsed.expires_at == expires_at
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ('{"token": "t", "expires_in": NaN}', "printed an invalid expires_in"),
+        ('{"token": "t", "expires_at": NaN}', "printed an invalid expires_at expiry"),
+    ],
+)
+def test_a_nan_expiry_is_refused(output: str, message: str) -> None:
+    # Issue 20 item 15: NaN raised a bare ValueError; it says nothing about when, so it is
+    # refused like any other invalid expiry.
+    with pytest.raises(CommandError) as info:
+        parse_command_output(output, "cmd", NOW)
+    assert str(info.value) == f"provider auth command `cmd` {message}"
+
+
+async def test_a_token_valid_for_ever_is_served_after_a_failed_rerun(tmp_path: Path) -> None:
+    forever = '{"token": "forever", "expires_in": 1e20}'
+    script = write_token_script(tmp_path, f"JSON:{forever}", "FAIL")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=1e-9))
+    assert (await refresher.resolve()).access_token == "forever"  # type: ignore[union-attr]
+    assert (await refresher.resolve()).access_token == "forever"  # type: ignore[union-attr]
+    assert script.runs == 2
+
+
+async def test_a_token_expired_since_the_start_of_time_is_rerun(tmp_path: Path) -> None:
+    ancient = '{"token": "ancient", "expires_in": -Infinity}'
+    script = write_token_script(tmp_path, f"JSON:{ancient}", "new")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=3600))
+    assert (await refresher.resolve()).access_token == "ancient"  # type: ignore[union-attr]
+    assert (await refresher.resolve()).access_token == "new"  # type: ignore[union-attr]
+    assert script.runs == 2

@@ -26,6 +26,7 @@ from aioscopedauth import (
     decode_jwt_payload,
     load_providers,
 )
+from aioscopedauth._command import END_OF_TIME, START_OF_TIME
 from aioscopedauth.testing import FakeAuthServer, TokenFailure, make_jwt, write_auth_json
 
 if TYPE_CHECKING:
@@ -278,6 +279,16 @@ COMMANDS: dict[str, tuple[str, float, str]] = {
     "two lines": ("printf 'a\\nb\\n'", 5.0, "more than one line"),
     "JSON without token": ("echo '{\"expires_in\": 3}'", 5.0, "without a string access_token"),
     "exit 1": ("echo denied >&2; exit 1", 5.0, "exited with exit status: 1: denied"),
+    "expires_in NaN": (
+        'echo \'{"token": "t", "expires_in": NaN}\'',
+        5.0,
+        "printed an invalid expires_in$",
+    ),
+    "expires_at NaN": (
+        'echo \'{"token": "t", "expires_at": NaN}\'',
+        5.0,
+        "printed an invalid expires_at expiry$",
+    ),
 }
 
 
@@ -289,6 +300,33 @@ async def test_bad_command_outputs(tmp_path: Path, body: str, limit: float, mess
     config = ProviderAuthCommand("./cmd.sh", cwd=tmp_path, timeout=limit)
     with pytest.raises(CommandError, match=message):
         await CommandBearerRefresher(config).resolve()
+
+
+# An expiry past either end of the calendar is no error: it saturates, as a login's dates do.
+BEYOND_THE_CALENDAR: dict[str, tuple[str, bool]] = {
+    "expires_in 1e20": ('"expires_in": 1e20', True),
+    "expires_in Infinity": ('"expires_in": Infinity', True),
+    "expires_in -Infinity": ('"expires_in": -Infinity', False),
+    "expires_in 10**400": ('"expires_in": 1' + "0" * 400, True),
+    "expires_at 1e20": ('"expires_at": 1e20', True),
+    "expires_at -1e20": ('"expires_at": -1e20', False),
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "for_ever"), BEYOND_THE_CALENDAR.values(), ids=BEYOND_THE_CALENDAR.keys()
+)
+async def test_an_expiry_beyond_the_calendar_saturates(
+    tmp_path: Path, field: str, for_ever: bool
+) -> None:
+    script = tmp_path / "cmd.sh"
+    script.write_text(f'#!/bin/sh\necho \'{{"token": "t", {field}}}\'\n')
+    script.chmod(0o755)
+    config = ProviderAuthCommand("./cmd.sh", cwd=tmp_path)
+    tokens = await CommandBearerRefresher(config).resolve()
+    assert tokens is not None
+    assert tokens.access_token == "t"
+    assert tokens.expires_at == (END_OF_TIME if for_ever else START_OF_TIME)
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -339,5 +377,6 @@ def test_bad_jwts(token: str) -> None:
 def test_catalogue_has_at_least_30_cases() -> None:
     # The two logged-out files and the slow endpoint are cases of their own tests.
     total = len(BAD_FILES) + 2 + len(ENDPOINT_ANSWERS) + 1 + len(COMMANDS) + len(CONFIGS)
+    total += len(BEYOND_THE_CALENDAR)
     total += len(PARTLY_UNUSABLE) + 1
     assert total + len(BAD_JWTS) >= 30
