@@ -65,6 +65,9 @@ def _check_command(_instance: object, _attribute: object, value: str) -> None:
     if "\0" in value:
         msg = "provider auth.command must not contain a NUL byte"
         raise ConfigError(msg)
+    if value.strip().startswith("~"):
+        # Checked here, where the setting enters, not at the first run (a bare RuntimeError).
+        user_path(value.strip(), "provider auth.command")
 
 
 def _check_args(_instance: object, _attribute: object, value: tuple[object, ...]) -> None:
@@ -122,7 +125,7 @@ class ProviderAuthCommand:
     Raises:
         ConfigError: A blank command, a timeout that is not positive, a negative interval, a
             NUL byte in the command, an argument, an env name or value, an ``=`` in an env
-            name, or a ``cwd`` of ``~user`` for a user that does not exist.
+            name, or a ``command`` or ``cwd`` of ``~user`` for a user that does not exist.
     """
 
     command: str = attrs.field(validator=_check_command)
@@ -140,10 +143,14 @@ class ProviderAuthCommand:
         Returns:
             An absolute path for a command with a path separator, else the bare name (the OS
             looks it up on ``PATH``).
+
+        Raises:
+            ConfigError: The command starts with ``~`` and the home folder it names is unknown
+                (the user was removed, or ``HOME`` was unset, since the command was configured).
         """
         command = self.command.strip()
         if command.startswith("~"):
-            command = str(Path(command).expanduser())
+            command = str(user_path(command, "provider auth.command"))
         if os.sep not in command and (os.altsep is None or os.altsep not in command):
             return command
         path = Path(command)
@@ -505,6 +512,10 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
         detail = f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
         msg = f"provider auth command `{command}` failed to start: {detail}"
         raise CommandError(msg) from exc
+    except ConfigError as exc:
+        # A `~` that no longer expands (HOME unset since the command was configured).
+        msg = f"provider auth command `{command}` failed to start: {exc}"
+        raise CommandError(msg) from None
     collector = child.collector
     try:
         async with asyncio.timeout(config.timeout):

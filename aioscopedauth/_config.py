@@ -75,6 +75,17 @@ def _int(table: Mapping[str, Any], key: str, default: int, provider_id: str) -> 
     return value
 
 
+def _parse_cwd(raw: Mapping[str, Any], provider_id: str, base_dir: Path) -> Path:
+    cwd_raw = raw.get("cwd", ".")
+    if not isinstance(cwd_raw, str):
+        raise _fail(provider_id, "auth.cwd must be a string")
+    # Relative to the config file's folder, as Codex resolves it; `~` expanded.
+    try:
+        return resolved_path(base_dir / user_path(cwd_raw, "auth.cwd"), "auth.cwd")
+    except ConfigError as exc:
+        raise _fail(provider_id, str(exc)) from None
+
+
 def _parse_auth(raw: object, provider_id: str, base_dir: Path) -> ProviderAuthCommand:
     if not isinstance(raw, dict):
         raise _fail(provider_id, "auth must be a table")
@@ -97,21 +108,18 @@ def _parse_auth(raw: object, provider_id: str, base_dir: Path) -> ProviderAuthCo
     interval_ms = _int(raw, "refresh_interval_ms", DEFAULT_REFRESH_INTERVAL_MS, provider_id)
     if interval_ms < 0:
         raise _fail(provider_id, "auth.refresh_interval_ms must not be negative")
-    cwd_raw = raw.get("cwd", ".")
-    if not isinstance(cwd_raw, str):
-        raise _fail(provider_id, "auth.cwd must be a string")
-    # Relative to the config file's folder, as Codex resolves it; `~` expanded.
+    cwd = _parse_cwd(raw, provider_id, base_dir)
     try:
-        cwd = resolved_path(base_dir / user_path(cwd_raw, "auth.cwd"), "auth.cwd")
+        return ProviderAuthCommand(
+            command=command,
+            args=tuple(args),
+            timeout=timeout_ms / 1000,
+            refresh_interval=interval_ms / 1000,
+            cwd=cwd,
+        )
     except ConfigError as exc:
+        # The message names the setting (never its value); the prefix names the provider.
         raise _fail(provider_id, str(exc)) from None
-    return ProviderAuthCommand(
-        command=command,
-        args=tuple(args),
-        timeout=timeout_ms / 1000,
-        refresh_interval=interval_ms / 1000,
-        cwd=cwd,
-    )
 
 
 def _parse_provider(provider_id: str, raw: object, base_dir: Path) -> ProviderInfo:

@@ -27,6 +27,7 @@ from aioscopedauth import (
     load_providers,
 )
 from aioscopedauth._command import END_OF_TIME, START_OF_TIME
+from aioscopedauth._paths import codex_home
 from aioscopedauth.testing import FakeAuthServer, TokenFailure, make_jwt, write_auth_json
 
 if TYPE_CHECKING:
@@ -340,16 +341,75 @@ CONFIGS: dict[str, tuple[bytes, str]] = {
     ),
     "not UTF-8": (b"\xff\xfe[model_providers]", "is not UTF-8 text"),
     "nested 100000 deep": (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    "command of an unknown user": (
+        b'[model_providers.x.auth]\ncommand = "~nosuchuser-aioscopedauth/bin/tok"\n',
+        (
+            "^model_providers.x: provider auth.command starts with ~nosuchuser-aioscopedauth, but "
+            "there is no user 'nosuchuser-aioscopedauth' to expand it for$"
+        ),
+    ),
+    "cwd of an unknown user": (
+        b'[model_providers.x.auth]\ncommand = "tok"\ncwd = "~nosuchuser-aioscopedauth"\n',
+        "^model_providers.x: auth.cwd starts with ~nosuchuser-aioscopedauth",
+    ),
+    "NUL in an argument": (
+        b'[model_providers.x.auth]\ncommand = "tok"\nargs = ["a\\u0000"]\n',
+        "^model_providers.x: provider auth.args must be strings without NUL bytes$",
+    ),
 }
 
 
 @pytest.mark.parametrize(("content", "message"), CONFIGS.values(), ids=CONFIGS.keys())
 def test_bad_config(tmp_path: Path, content: bytes, message: str) -> None:
+    # Every case is one line: a CLI prints it as it is.
     path = tmp_path / "config.toml"
     path.write_bytes(content)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as info:
         load_providers(path)
+    assert "\n" not in str(info.value)
     assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: codex_home({"CODEX_HOME": "~nosuchuser-aioscopedauth/codex"}),
+            (
+                "CODEX_HOME starts with ~nosuchuser-aioscopedauth, but there is no user "
+                "'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+        (
+            lambda: load_providers("~nosuchuser-aioscopedauth/config.toml"),
+            (
+                "the config file's path starts with ~nosuchuser-aioscopedauth, but there is no "
+                "user 'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+        (
+            lambda: FileAuthStore("~nosuchuser-aioscopedauth/.codex"),
+            (
+                "the home folder starts with ~nosuchuser-aioscopedauth, but there is no user "
+                "'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+        (
+            lambda: ProviderAuthCommand("~nosuchuser-aioscopedauth/bin/tok"),
+            (
+                "provider auth.command starts with ~nosuchuser-aioscopedauth, but there is no user "
+                "'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+    ],
+    ids=["CODEX_HOME", "config path", "home", "command"],
+)
+def test_a_path_under_an_unknown_user_is_a_config_error(
+    make: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert str(info.value) == message
 
 
 # -- JWTs ---------------------------------------------------------------------------------
@@ -377,6 +437,6 @@ def test_bad_jwts(token: str) -> None:
 def test_catalogue_has_at_least_30_cases() -> None:
     # The two logged-out files and the slow endpoint are cases of their own tests.
     total = len(BAD_FILES) + 2 + len(ENDPOINT_ANSWERS) + 1 + len(COMMANDS) + len(CONFIGS)
-    total += len(BEYOND_THE_CALENDAR)
+    total += len(BEYOND_THE_CALENDAR) + 4  # the four paths under an unknown user
     total += len(PARTLY_UNUSABLE) + 1
     assert total + len(BAD_JWTS) >= 30
