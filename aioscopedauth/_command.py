@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -381,18 +382,27 @@ def _spawn(config: ProviderAuthCommand) -> subprocess.Popen[bytes]:
     )
 
 
+def _inodes(popen: subprocess.Popen[bytes]) -> set[int]:
+    return {os.fstat(s.fileno()).st_ino for s in (popen.stdout, popen.stderr) if s is not None}
+
+
 def _abandon(popen: subprocess.Popen[bytes]) -> None:
-    """Kill and reap a command whose caller is gone (in a worker thread: it may block)."""
+    """Kill and reap a command whose caller is gone (in a worker thread: it may block).
+
+    As thorough as the normal end: the group, then whatever still writes to the pipes.
+    """
     _kill_group(popen.pid)
+    _kill_pipe_holders(_inodes(popen), popen.pid)
     popen.wait()
     for stream in (popen.stdout, popen.stderr):
         if stream is not None:
             stream.close()
 
 
-def _abandon_spawned(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+async def _abandon_spawn(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    await asyncio.wait([spawning])
     if not spawning.cancelled() and spawning.exception() is None:
-        asyncio.get_running_loop().run_in_executor(None, _abandon, spawning.result())
+        await asyncio.get_running_loop().run_in_executor(None, _abandon, spawning.result())
 
 
 async def _start(config: ProviderAuthCommand) -> _Child:
@@ -409,13 +419,15 @@ async def _start(config: ProviderAuthCommand) -> _Child:
     try:
         popen = await asyncio.shield(spawning)
     except asyncio.CancelledError:
-        spawning.add_done_callback(_abandon_spawned)  # started anyway: kill and reap it
+        # The spawn goes on in its thread: wait for it, then kill and reap what it started,
+        # before the cancellation goes through (nothing may outlive the call).
+        await _finish(asyncio.ensure_future(_abandon_spawn(spawning)))
         raise
     assert popen.stdout is not None  # noqa: S101 -- PIPE was asked for
     assert popen.stderr is not None  # noqa: S101 -- PIPE was asked for
     collector = _Collector()
     streams = ((1, popen.stdout), (2, popen.stderr))
-    child = _Child(popen, collector, {os.fstat(s.fileno()).st_ino for _, s in streams})
+    child = _Child(popen, collector, _inodes(popen))
     try:
         for fd, stream in streams:
             pipe, _ = await loop.connect_read_pipe(
@@ -466,23 +478,99 @@ def _watch_exit(popen: subprocess.Popen[bytes], collector: _Collector) -> None:
     loop.add_reader(pidfd, exited)
 
 
-def _kill_pipe_holders(inodes: set[int]) -> int:
-    """SIGKILL every other process that holds one of our pipes; return how many.
+def _writes_to(proc: Path, wanted: set[str]) -> bool:
+    """Whether a process holds a write end of one of our pipes (``/proc/<pid>/fd``, ``fdinfo``).
 
-    Only the command and what it started can hold them, even a child that left the command's
-    process group with ``setsid`` (which ``killpg`` cannot reach). Linux only (``/proc``).
+    A pipe's two ends share one inode; only the access mode in ``fdinfo`` tells them apart.
+    """
+    for fd in (proc / "fd").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if str(fd.readlink()) not in wanted:
+                continue
+            info = (proc / "fdinfo" / fd.name).read_text()
+            flags = next(line for line in info.splitlines() if line.startswith("flags:"))
+            if int(flags.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY:
+                return True
+    return False
+
+
+def _kill_pipe_holders(inodes: set[int], command: int) -> int:
+    """SIGKILL every process the command left holding its pipes; return how many.
+
+    A process is the command's when it holds a write end of one of our pipes: only the command
+    and what it started hold one, even a child that left the command's process group with
+    ``setsid`` (which ``killpg`` cannot reach). A process that holds only a read end is one the
+    application forked while the command ran (a ``multiprocessing`` or ``ProcessPoolExecutor``
+    worker inherits our read ends): it is spared, and so is one that descends from this
+    process other than through the command (forked in the instant both ends were ours). Each
+    process is signalled through a pidfd opened before its fds are read, so a pid reused in
+    between is never hit. Linux only (``/proc``).
+
+    Args:
+        inodes: The pipes' inodes.
+        command: The command's pid.
     """
     wanted = {f"pipe:[{inode}]" for inode in inodes}
     me = os.getpid()
-    killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
+    return sum(
+        _kill_if_writer(entry, wanted, me, command)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and int(entry.name) != me
+    )
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after the name (which may hold spaces)
+
+
+def _forked_by_us(pid: int, me: int, command: int) -> bool:
+    """Whether ``pid`` descends from this process other than through the command."""
+    if me == 1:
+        # As PID 1 (a container's init) we adopt every orphan, the command's detached children
+        # too: our children cannot be told apart by ancestry, only by the write end.
+        return False
+    for _ in range(1024):  # bounded: a pid chain always ends, but /proc may change meanwhile
+        if pid == command:
+            return False
+        try:
+            parent = _parent(pid)
+        except (OSError, ValueError, IndexError):
+            return False
+        if parent == me:
+            return True
+        if parent <= 1:
+            return False  # an orphan, reparented: the command's detached descendants end so
+        pid = parent
+    return False
+
+
+def _is_leftover(proc: Path, wanted: set[str], me: int, command: int) -> bool:
+    return _writes_to(proc, wanted) and not _forked_by_us(int(proc.name), me, command)
+
+
+def _kill_if_writer(proc: Path, wanted: set[str], me: int, command: int) -> bool:
+    pid = int(proc.name)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOSYS:
+            return False  # gone already
+        # No pidfd (a kernel before 5.3): by pid, with the (narrow) chance of a reused one.
         with contextlib.suppress(OSError):
-            if any(str(fd.readlink()) in wanted for fd in (entry / "fd").iterdir()):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-    return killed
+            if _is_leftover(proc, wanted, me, command):
+                os.kill(pid, signal.SIGKILL)
+                return True
+        return False
+    try:
+        if _is_leftover(proc, wanted, me, command):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            return True
+    except OSError:
+        pass  # it exited meanwhile, or is not ours to signal
+    finally:
+        os.close(pidfd)
+    return False
 
 
 async def run_provider_command(config: ProviderAuthCommand) -> str:
@@ -490,10 +578,11 @@ async def run_provider_command(config: ProviderAuthCommand) -> str:
 
     What is guaranteed (Linux): when this returns or raises, or its caller is cancelled, the
     command has exited and been reaped, every process still in its process group has been sent
-    SIGKILL, and so has every other process that still holds the command's stdout or stderr
-    (a child that detached with ``setsid`` but kept them); the pipes are closed. A child that
-    detached *and* closed its inherited stdout and stderr (a daemon) cannot be found without
-    cgroups and may outlive the call.
+    SIGKILL, and so has every other process that still holds the write end of the command's
+    stdout or stderr (a child that detached with ``setsid`` but kept them); the pipes are
+    closed. A process the application forked meanwhile (it holds our read ends) is spared. A
+    child that detached *and* closed its inherited stdout and stderr (a daemon) cannot be found
+    without cgroups and may outlive the call.
 
     Args:
         config: What to run.
@@ -580,7 +669,7 @@ async def _end_unshielded(child: _Child) -> None:
     collector = child.collector
     _kill_group(child.popen.pid)
     if not collector.pipes_closed.done():
-        killed = await asyncio.to_thread(_kill_pipe_holders, child.inodes)
+        killed = await asyncio.to_thread(_kill_pipe_holders, child.inodes, child.popen.pid)
         if killed:
             logger.debug("Killed %d process(es) the command left holding its output", killed)
     await collector.exited

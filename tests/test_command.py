@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +26,9 @@ from aioscopedauth import (
     parse_command_output,
 )
 from aioscopedauth.testing import TokenScript, write_token_script
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -606,3 +613,94 @@ async def test_a_token_expired_since_the_start_of_time_is_rerun(tmp_path: Path) 
     assert (await refresher.resolve()).access_token == "ancient"  # type: ignore[union-attr]
     assert (await refresher.resolve()).access_token == "new"  # type: ignore[union-attr]
     assert script.runs == 2
+
+
+def _pipe_of(pid: int, fd: int) -> str:
+    return str(Path(f"/proc/{pid}/fd/{fd}").readlink())
+
+
+def _holds(pid: int, link: str) -> bool:
+    return any(str(fd.readlink()) == link for fd in Path(f"/proc/{pid}/fd").iterdir())
+
+
+@contextlib.contextmanager
+def _forked_bystander() -> Iterator[tuple[int, Callable[[], int]]]:
+    """Fork this process, as a ProcessPoolExecutor would: the child holds every fd we hold.
+
+    The child blocks until released, then exits 0; it also exits (EOF on its gate) if this
+    process dies. Yields its pid and ``release()``, which returns its wait status. Killed and
+    reaped on any failure.
+    """
+    gate_r, gate_w = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a threaded process may deadlock the child; this one
+        # only reads a pipe and exits.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(gate_w)
+            os.read(gate_r, 1)
+        finally:
+            os._exit(0)
+    os.close(gate_r)
+    status: list[int] = []
+
+    def release() -> int:
+        os.close(gate_w)
+        status.append(os.waitpid(pid, 0)[1])
+        return status[0]
+
+    try:
+        yield pid, release
+    finally:
+        if not status:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.close(gate_w)
+            os.waitpid(pid, 0)
+
+
+def _detached_script(folder: Path) -> None:
+    # The command starts a grandchild that leaves its process group (setsid) but keeps the
+    # pipes' write ends: only the pipe sweep can find it.
+    _write(
+        folder / "detached.sh",
+        '#!/bin/sh\nsetsid sleep 60 &\necho "$$ $!" > pids.tmp\nmv pids.tmp pids\nsleep 60\n',
+    )
+
+
+@pytest.mark.parametrize("end", ["timeout", "cancellation"])
+async def test_the_pipe_sweep_spares_a_process_the_application_forked_meanwhile(
+    tmp_path: Path, end: str
+) -> None:
+    # Issue 20 item 6: a worker the application forks while the command runs inherits our read
+    # ends of the command's pipes; the sweep killed it with the command's own processes.
+    _detached_script(tmp_path)
+    config = ProviderAuthCommand("./detached.sh", cwd=tmp_path, timeout=3.0)
+    task = asyncio.create_task(CommandBearerRefresher(config).resolve())
+    try:
+        command_pid, detached_pid = await _pids(tmp_path)
+        stdout = _pipe_of(command_pid, 1)
+        with _forked_bystander() as (bystander, release):
+            # Precondition: the bystander holds the pipe (the read end) and the command is
+            # still running (the fork came before the timeout).
+            assert _holds(bystander, stdout)
+            assert _holds(detached_pid, stdout)
+            assert _alive(command_pid)
+            if end == "cancellation":
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                with pytest.raises(CommandError, match="timed out after 3000 ms"):
+                    await task
+            # The command's own processes are gone, the detached grandchild too.
+            assert await _wait_dead([command_pid, detached_pid]) == [False, False]
+            # The bystander was never signalled: released, it exits 0 by itself.
+            assert release() == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
