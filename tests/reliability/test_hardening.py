@@ -42,6 +42,8 @@ from aioscopedauth import _storage as storage_module
 from aioscopedauth._paths import codex_home, user_path
 from aioscopedauth.testing import FakeAuthServer, make_id_token, make_jwt, write_auth_json
 
+from processes import spawned
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -484,7 +486,7 @@ async def test_a_home_where_the_refresh_lock_cannot_be_made_says_so_once(
 
 
 async def test_cli_login_with_non_utf8_stdin_is_a_clear_error(home: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         "-m",
         "aioscopedauth",
@@ -495,8 +497,8 @@ async def test_cli_login_with_non_utf8_stdin_is_a_clear_error(home: Path) -> Non
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate(b"sk-\xff\xfe-not-utf8\n")
+    ) as proc:
+        _, err = await asyncio.wait_for(proc.communicate(b"sk-\xff\xfe-not-utf8\n"), 120)
     assert proc.returncode == 1
     assert "Traceback" not in err.decode()
     assert "The API key read from stdin is not UTF-8 text; paste only the key." in err.decode()
