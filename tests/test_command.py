@@ -662,6 +662,27 @@ def _forked_bystander() -> Iterator[tuple[int, Callable[[], int]]]:
             os.waitpid(pid, 0)
 
 
+def _watching(pid: int) -> bool:
+    for fd in Path("/proc/self/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            if f"Pid:\t{pid}\n" in fd.read_text():
+                return True
+    return False
+
+
+async def _watched(pid: int) -> None:
+    """Wait until the library watches ``pid`` through a pidfd: its spawn has fully returned.
+
+    Before that, the worker thread's Popen may still hold the write end of its exec-status
+    pipe; a process forked then would keep that end open, and Popen would wait for it (a
+    hazard of any fork beside a thread that spawns, not of the sweep under test).
+    """
+    async with asyncio.timeout(10):
+        # The library's pidfd is the only sign; bounded by the timeout above.
+        while not _watching(pid):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 def _detached_script(folder: Path) -> None:
     # The command starts a grandchild that leaves its process group (setsid) but keeps the
     # pipes' write ends: only the pipe sweep can find it.
@@ -682,6 +703,7 @@ async def test_the_pipe_sweep_spares_a_process_the_application_forked_meanwhile(
     task = asyncio.create_task(CommandBearerRefresher(config).resolve())
     try:
         command_pid, detached_pid = await _pids(tmp_path)
+        await _watched(command_pid)
         stdout = _pipe_of(command_pid, 1)
         with _forked_bystander() as (bystander, release):
             # Precondition: the bystander holds the pipe (the read end) and the command is
