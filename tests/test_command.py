@@ -549,7 +549,8 @@ def test_repr_shows_the_program_and_the_argument_count_never_an_argument(tmp_pat
         assert "--client-secret" not in text
     assert repr(config) == (
         f"ProviderAuthCommand(command='./mint.sh', args=<3 arguments>, timeout=5.0, "
-        f"refresh_interval=300.0, cwd={tmp_path!r})"
+        f"refresh_interval=300.0, cwd={tmp_path!r}, exec_api_version=None, "
+        "interactive_mode=None)"
     )
     assert "args=<1 argument>" in repr(ProviderAuthCommand("x", args=("a",)))
     assert "args=<0 arguments>" in repr(ProviderAuthCommand("x"))
