@@ -275,9 +275,10 @@ class ProviderAuthCommand:
         Returns:
             The JSON text.
         """
-        spec: dict[str, Any] = {"interactive": interactive}
+        spec: dict[str, Any] = {}  # in client-go's field order: cluster, then interactive
         if self.provide_cluster_info and self.cluster is not None:
             spec["cluster"] = dict(self.cluster)
+        spec["interactive"] = interactive
         request = {"kind": "ExecCredential", "apiVersion": self.exec_api_version, "spec": spec}
         return json.dumps(request, separators=(",", ":"))
 

@@ -387,7 +387,7 @@ def test_the_exec_settings_are_read_from_the_config_file(tmp_path: Path) -> None
     assert auth.install_hint == "install get-token"
     assert auth.exec_info(interactive=False) == (
         '{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1",'
-        '"spec":{"interactive":false,"cluster":{"server":"https://k8s.example"}}}'
+        '"spec":{"cluster":{"server":"https://k8s.example"},"interactive":false}}'
     )
     config.write_text('[model_providers.k8s.auth]\ncommand = "get-token"\nstdin_unavailable = 1\n')
     with pytest.raises(
