@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import AuthError, ConfigError, describe_login_mode
+from ._paths import codex_home, user_path
 
 if TYPE_CHECKING:
     import argparse
     from datetime import datetime
+    from pathlib import Path
 
     from ._config import ProviderInfo
     from ._manager import AuthManager
@@ -46,12 +47,14 @@ class UsageError(Exception):
 
 def default_home() -> Path:
     """Return ``$CODEX_HOME``, else ``~/.codex`` (where the Codex CLI keeps its login)."""
-    env = os.environ.get("CODEX_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".codex"
+    try:
+        return codex_home()
+    except ConfigError as exc:  # ~nosuchuser, or no home folder: bad usage, one line
+        raise UsageError(str(exc)) from None
 
 
 def _home(args: argparse.Namespace) -> Path:
-    home = Path(args.home).expanduser() if args.home else default_home()
+    home = _user_path(args.home, "--home") if args.home else default_home()
     if home.exists() and not home.is_dir():
         what = "--home" if args.home else "the Codex home"
         msg = f"{what} {home} is a file; it must be a folder (or not exist yet)"
@@ -129,7 +132,14 @@ def build_manager(args: argparse.Namespace) -> AuthManager:
 
 
 def _config_path(args: argparse.Namespace) -> Path:
-    return Path(args.config).expanduser() if args.config else _home(args) / "config.toml"
+    return _user_path(args.config, "--config") if args.config else _home(args) / "config.toml"
+
+
+def _user_path(value: str, option: str) -> Path:
+    try:
+        return user_path(value, option)
+    except ConfigError as exc:  # ~nosuchuser: bad usage, one line
+        raise UsageError(str(exc)) from None
 
 
 def provider_from(args: argparse.Namespace) -> ProviderInfo | None:

@@ -27,7 +27,17 @@ __all__ = ["ProviderInfo", "load_providers", "manager_for_provider", "parse_prov
 
 logger = logging.getLogger("aioscopedauth.config")
 
-_AUTH_KEYS = {"command", "args", "timeout_ms", "refresh_interval_ms", "cwd"}
+_EXEC_KEYS = {
+    "exec_api_version": str,
+    "interactive_mode": str,
+    "stdin_unavailable": bool,
+    "stdin_unavailable_message": str,
+    "provide_cluster_info": bool,
+    "cluster": dict,
+    "install_hint": str,
+}
+"""A Kubernetes exec credential plugin's settings (client-go's ``exec`` block), by type."""
+_AUTH_KEYS = {"command", "args", "timeout_ms", "refresh_interval_ms", "cwd", *_EXEC_KEYS}
 DEFAULT_TIMEOUT_MS = 5000
 DEFAULT_REFRESH_INTERVAL_MS = 300_000
 
@@ -75,6 +85,29 @@ def _int(table: Mapping[str, Any], key: str, default: int, provider_id: str) -> 
     return value
 
 
+def _parse_exec(raw: Mapping[str, Any], provider_id: str) -> dict[str, Any]:
+    found = {}
+    for key, kind in _EXEC_KEYS.items():
+        if key not in raw:
+            continue
+        if not isinstance(raw[key], kind):
+            what = {str: "a string", bool: "true or false", dict: "a table"}[kind]
+            raise _fail(provider_id, f"auth.{key} must be {what}")
+        found[key] = raw[key]
+    return found
+
+
+def _parse_cwd(raw: Mapping[str, Any], provider_id: str, base_dir: Path) -> Path:
+    cwd_raw = raw.get("cwd", ".")
+    if not isinstance(cwd_raw, str):
+        raise _fail(provider_id, "auth.cwd must be a string")
+    # Relative to the config file's folder, as Codex resolves it; `~` expanded.
+    try:
+        return resolved_path(base_dir / user_path(cwd_raw, "auth.cwd"), "auth.cwd")
+    except ConfigError as exc:
+        raise _fail(provider_id, str(exc)) from None
+
+
 def _parse_auth(raw: object, provider_id: str, base_dir: Path) -> ProviderAuthCommand:
     if not isinstance(raw, dict):
         raise _fail(provider_id, "auth must be a table")
@@ -97,21 +130,20 @@ def _parse_auth(raw: object, provider_id: str, base_dir: Path) -> ProviderAuthCo
     interval_ms = _int(raw, "refresh_interval_ms", DEFAULT_REFRESH_INTERVAL_MS, provider_id)
     if interval_ms < 0:
         raise _fail(provider_id, "auth.refresh_interval_ms must not be negative")
-    cwd_raw = raw.get("cwd", ".")
-    if not isinstance(cwd_raw, str):
-        raise _fail(provider_id, "auth.cwd must be a string")
-    # Relative to the config file's folder, as Codex resolves it; `~` expanded.
+    cwd = _parse_cwd(raw, provider_id, base_dir)
+    exec_options = _parse_exec(raw, provider_id)
     try:
-        cwd = resolved_path(base_dir / user_path(cwd_raw, "auth.cwd"), "auth.cwd")
+        return ProviderAuthCommand(
+            command=command,
+            args=tuple(args),
+            timeout=timeout_ms / 1000,
+            refresh_interval=interval_ms / 1000,
+            cwd=cwd,
+            **exec_options,
+        )
     except ConfigError as exc:
+        # The message names the setting (never its value); the prefix names the provider.
         raise _fail(provider_id, str(exc)) from None
-    return ProviderAuthCommand(
-        command=command,
-        args=tuple(args),
-        timeout=timeout_ms / 1000,
-        refresh_interval=interval_ms / 1000,
-        cwd=cwd,
-    )
 
 
 def _parse_provider(provider_id: str, raw: object, base_dir: Path) -> ProviderInfo:

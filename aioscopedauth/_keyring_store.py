@@ -56,7 +56,9 @@ def store_key(home: str | os.PathLike[str]) -> str:
     """
     try:
         canonical = str(Path(home).resolve(strict=True))
-    except OSError:
+    except (OSError, RuntimeError):
+        # Missing, or a symlink loop (RuntimeError on Python 3.11 and 3.12, ELOOP later): the
+        # path as given; a loop is reported when the home is used.
         canonical = str(home)
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     return f"cli|{digest[:16]}"

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
 
-__all__ = ["resolved_path", "user_path"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["codex_home", "resolved_path", "user_path"]
 
 
 def user_path(value: str | os.PathLike[str], what: str) -> Path:
@@ -38,7 +42,36 @@ def user_path(value: str | os.PathLike[str], what: str) -> Path:
     except RuntimeError:
         pass  # raised below, with a message of ours
     user = text[1:].split("/", 1)[0]
-    msg = f"{what} starts with ~{user}, but there is no user {user!r} to expand it for"
+    if not user:
+        # No HOME, and no passwd entry for this uid (a container's arbitrary uid).
+        msg = f"{what} starts with ~, but your home folder is unknown: set HOME"
+    else:
+        msg = f"{what} starts with ~{user}, but there is no user {user!r} to expand it for"
+    raise ConfigError(msg)
+
+
+def codex_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Return where Codex keeps its login: ``$CODEX_HOME`` (``~`` expanded), else ``~/.codex``.
+
+    Args:
+        environ: The environment to read (default: the process's).
+
+    Returns:
+        The folder (it may not exist yet).
+
+    Raises:
+        ConfigError: ``CODEX_HOME`` holds a NUL byte or starts with ``~user`` for a user that
+            does not exist, or it is unset and the home folder is unknown.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("CODEX_HOME")
+    if value:
+        return user_path(value, "CODEX_HOME")
+    try:
+        return Path.home() / ".codex"
+    except RuntimeError:
+        pass  # raised below, with a message of ours
+    msg = "Could not find your home folder (for ~/.codex): set HOME, or CODEX_HOME"
     raise ConfigError(msg)
 
 

@@ -32,8 +32,8 @@ import fleet
 import imports
 import instructions
 import memory
+import multiprocess
 import overhead
-import processes
 import storm
 from _common import CHARTS, HERE, Section
 
@@ -41,7 +41,7 @@ SECTIONS: list[Section] = [
     overhead.SECTION,
     storm.SECTION,
     bearer.SECTION,
-    processes.SECTION,
+    multiprocess.SECTION,
     memory.SECTION,
     imports.SECTION,
     fleet.SECTION,

@@ -19,6 +19,8 @@ from aioscopedauth import AuthManager, AuthMiddleware, FileBody, RecoveryEvent
 from aioscopedauth import _body as body_module
 from aioscopedauth.testing import FakeAuthServer, serve_on_loopback, write_auth_json
 
+from processes import spawned
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
@@ -103,7 +105,7 @@ async def test_50_mb_upload_survives_a_revoked_token_in_bounded_memory(
     digest = _write_random(upload, size)
     write_auth_json(home, server.login())
     server.revoke_access_tokens()
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         "-c",
         _PROBE,
@@ -115,8 +117,8 @@ async def test_50_mb_upload_survives_a_revoked_token_in_bounded_memory(
         str(upload),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    ) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, err.decode()
     result = json.loads(out)
     assert result["status"] == 200

@@ -17,6 +17,8 @@ import pytest
 from aioscopedauth import AuthDotJson
 from aioscopedauth.testing import FakeAuthServer, chatgpt_auth, write_auth_json, write_token_script
 
+from processes import spawned
+
 GOLDEN = Path(__file__).parent / "golden"
 SCRIPT = shutil.which("aioscopedauth", path=str(Path(sys.executable).parent)) or "aioscopedauth"
 
@@ -24,15 +26,15 @@ SCRIPT = shutil.which("aioscopedauth", path=str(Path(sys.executable).parent)) or
 async def _run(
     *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         SCRIPT,
         *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
+    ) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -247,7 +249,7 @@ async def test_bad_usage_exits_2_with_one_line(args: tuple[str, ...]) -> None:
 
 
 async def test_python_dash_m_matches_the_script(home: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         "-m",
         "aioscopedauth",
@@ -255,8 +257,8 @@ async def test_python_dash_m_matches_the_script(home: Path) -> None:
         str(home),
         "status",
         stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
+    ) as proc:
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 1
     assert out.decode().startswith("Not logged in")
 

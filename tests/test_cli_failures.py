@@ -268,3 +268,23 @@ async def test_a_failed_proactive_refresh_is_worded_once(
         await runner.cleanup()
     assert (code, out) == (0, '{"ok": true}\n')
     assert err == f"HTTP 200 OK\naioscopedauth: warning: {failure}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "what"),
+    [
+        (("--home", "~nosuchuser/codex", "status"), {}, "--home"),
+        (("--config", "~nosuchuser/c.toml", "token", "--provider", "corp"), {}, "--config"),
+        (("status",), {"CODEX_HOME": "~nosuchuser/codex"}, "CODEX_HOME"),
+    ],
+)
+async def test_a_path_under_an_unknown_user_is_a_usage_error(
+    args: tuple[str, ...], env: dict[str, str], what: str
+) -> None:
+    # Issue 20 item 14: these were a RuntimeError traceback with exit 1.
+    code, out, err = await _run(*args, env=env)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"aioscopedauth: error: {what} starts with ~nosuchuser, but there is no user "
+        "'nosuchuser' to expand it for\n"
+    )

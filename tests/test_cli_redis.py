@@ -16,6 +16,8 @@ from aioscopedauth._cli_support import shown_url
 from aioscopedauth.redis import RedisAuthStore
 from aioscopedauth.testing import FakeAuthServer, RedisServer
 
+from processes import spawned
+
 SCRIPT = shutil.which("aioscopedauth", path=str(Path(sys.executable).parent)) or "aioscopedauth"
 CODEX_CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 
@@ -23,15 +25,15 @@ CODEX_CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 async def _run(
     *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         SCRIPT,
         *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
+    ) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

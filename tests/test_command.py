@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +26,9 @@ from aioscopedauth import (
     parse_command_output,
 )
 from aioscopedauth.testing import TokenScript, write_token_script
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -527,3 +534,196 @@ def test_a_token_with_a_control_character_is_refused(output: str) -> None:
         "provider auth command `./print-token.sh` printed a token that contains a line break, "
         "a control character or invalid Unicode"
     )
+
+
+ARG_CANARY = "client-secret-CANARY-4e1f"
+
+
+def test_repr_shows_the_program_and_the_argument_count_never_an_argument(tmp_path: Path) -> None:
+    # Issue 20 item 12: arguments often carry secrets (the CLI hides them for that reason).
+    config = ProviderAuthCommand(
+        "./mint.sh", args=("--client-secret", ARG_CANARY, "--verbose"), cwd=tmp_path
+    )
+    for text in (repr(config), str(config), repr(CommandBearerRefresher(config))):
+        assert ARG_CANARY not in text
+        assert "--client-secret" not in text
+    assert repr(config) == (
+        f"ProviderAuthCommand(command='./mint.sh', args=<3 arguments>, timeout=5.0, "
+        f"refresh_interval=300.0, cwd={tmp_path!r}, exec_api_version=None, "
+        "interactive_mode=None)"
+    )
+    assert "args=<1 argument>" in repr(ProviderAuthCommand("x", args=("a",)))
+    assert "args=<0 arguments>" in repr(ProviderAuthCommand("x"))
+
+
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+FAR_PAST = datetime.min.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("output", "expires_at"),
+    [
+        ('{"token": "t", "expires_in": 1e20}', FAR_FUTURE),
+        ('{"token": "t", "expires_in": 1e308}', FAR_FUTURE),
+        ('{"token": "t", "expires_in": Infinity}', FAR_FUTURE),
+        ('{"token": "t", "expires_in": 300000000000}', FAR_FUTURE),  # past 9999-12-31
+        ('{"token": "t", "expires_in": -1e20}', FAR_PAST),
+        ('{"token": "t", "expires_in": -Infinity}', FAR_PAST),
+        ('{"token": "t", "expires_at": 1e20}', FAR_FUTURE),
+        ('{"token": "t", "expires_at": Infinity}', FAR_FUTURE),
+        ('{"token": "t", "expires_at": -1e20}', FAR_PAST),
+        ('{"token": "t", "expires_at": -Infinity}', FAR_PAST),
+    ],
+)
+def test_an_expiry_beyond_the_calendar_saturates(output: str, expires_at: datetime) -> None:
+    # Issue 20 item 15: these raised a bare OverflowError. Like the dates of a login, an expiry
+    # past either end of the calendar saturates: valid for ever, or expired already.
+    parsed = parse_command_output(output, "cmd", NOW)
+    assert parsed.access_token == "t"
+    assert parsed.expires_at == expires_at
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ('{"token": "t", "expires_in": NaN}', "printed an invalid expires_in"),
+        ('{"token": "t", "expires_at": NaN}', "printed an invalid expires_at expiry"),
+    ],
+)
+def test_a_nan_expiry_is_refused(output: str, message: str) -> None:
+    # Issue 20 item 15: NaN raised a bare ValueError; it says nothing about when, so it is
+    # refused like any other invalid expiry.
+    with pytest.raises(CommandError) as info:
+        parse_command_output(output, "cmd", NOW)
+    assert str(info.value) == f"provider auth command `cmd` {message}"
+
+
+async def test_a_token_valid_for_ever_is_served_after_a_failed_rerun(tmp_path: Path) -> None:
+    forever = '{"token": "forever", "expires_in": 1e20}'
+    script = write_token_script(tmp_path, f"JSON:{forever}", "FAIL")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=1e-9))
+    assert (await refresher.resolve()).access_token == "forever"  # type: ignore[union-attr]
+    assert (await refresher.resolve()).access_token == "forever"  # type: ignore[union-attr]
+    assert script.runs == 2
+
+
+async def test_a_token_expired_since_the_start_of_time_is_rerun(tmp_path: Path) -> None:
+    ancient = '{"token": "ancient", "expires_in": -Infinity}'
+    script = write_token_script(tmp_path, f"JSON:{ancient}", "new")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=3600))
+    assert (await refresher.resolve()).access_token == "ancient"  # type: ignore[union-attr]
+    assert (await refresher.resolve()).access_token == "new"  # type: ignore[union-attr]
+    assert script.runs == 2
+
+
+def _pipe_of(pid: int, fd: int) -> str:
+    return str(Path(f"/proc/{pid}/fd/{fd}").readlink())
+
+
+def _holds(pid: int, link: str) -> bool:
+    return any(str(fd.readlink()) == link for fd in Path(f"/proc/{pid}/fd").iterdir())
+
+
+@contextlib.contextmanager
+def _forked_bystander() -> Iterator[tuple[int, Callable[[], int]]]:
+    """Fork this process, as a ProcessPoolExecutor would: the child holds every fd we hold.
+
+    The child blocks until released, then exits 0; it also exits (EOF on its gate) if this
+    process dies. Yields its pid and ``release()``, which returns its wait status. Killed and
+    reaped on any failure.
+    """
+    gate_r, gate_w = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a threaded process may deadlock the child; this one
+        # only reads a pipe and exits.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(gate_w)
+            os.read(gate_r, 1)
+        finally:
+            os._exit(0)
+    os.close(gate_r)
+    status: list[int] = []
+
+    def release() -> int:
+        os.close(gate_w)
+        status.append(os.waitpid(pid, 0)[1])
+        return status[0]
+
+    try:
+        yield pid, release
+    finally:
+        if not status:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.close(gate_w)
+            os.waitpid(pid, 0)
+
+
+def _watching(pid: int) -> bool:
+    for fd in Path("/proc/self/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            if f"Pid:\t{pid}\n" in fd.read_text():
+                return True
+    return False
+
+
+async def _watched(pid: int) -> None:
+    """Wait until the library watches ``pid`` through a pidfd: its spawn has fully returned.
+
+    Before that, the worker thread's Popen may still hold the write end of its exec-status
+    pipe; a process forked then would keep that end open, and Popen would wait for it (a
+    hazard of any fork beside a thread that spawns, not of the sweep under test).
+    """
+    async with asyncio.timeout(10):
+        # The library's pidfd is the only sign; bounded by the timeout above.
+        while not _watching(pid):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+def _detached_script(folder: Path) -> None:
+    # The command starts a grandchild that leaves its process group (setsid) but keeps the
+    # pipes' write ends: only the pipe sweep can find it.
+    _write(
+        folder / "detached.sh",
+        '#!/bin/sh\nsetsid sleep 60 &\necho "$$ $!" > pids.tmp\nmv pids.tmp pids\nsleep 60\n',
+    )
+
+
+@pytest.mark.parametrize("end", ["timeout", "cancellation"])
+async def test_the_pipe_sweep_spares_a_process_the_application_forked_meanwhile(
+    tmp_path: Path, end: str
+) -> None:
+    # Issue 20 item 6: a worker the application forks while the command runs inherits our read
+    # ends of the command's pipes; the sweep killed it with the command's own processes.
+    _detached_script(tmp_path)
+    config = ProviderAuthCommand("./detached.sh", cwd=tmp_path, timeout=3.0)
+    task = asyncio.create_task(CommandBearerRefresher(config).resolve())
+    try:
+        command_pid, detached_pid = await _pids(tmp_path)
+        await _watched(command_pid)
+        stdout = _pipe_of(command_pid, 1)
+        with _forked_bystander() as (bystander, release):
+            # Precondition: the bystander holds the pipe (the read end) and the command is
+            # still running (the fork came before the timeout).
+            assert _holds(bystander, stdout)
+            assert _holds(detached_pid, stdout)
+            assert _alive(command_pid)
+            if end == "cancellation":
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                with pytest.raises(CommandError, match="timed out after 3000 ms"):
+                    await task
+            # The command's own processes are gone, the detached grandchild too.
+            assert await _wait_dead([command_pid, detached_pid]) == [False, False]
+            # The bystander was never signalled: released, it exits 0 by itself.
+            assert release() == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task

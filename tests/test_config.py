@@ -200,3 +200,18 @@ async def test_manager_for_provider(tmp_path: Path) -> None:
         # Each call makes a new token cache.
         again = manager_for_provider(base, providers["corp-openai"])
         assert again.external_auth is not derived.external_auth
+
+
+def test_command_arguments_are_not_in_the_provider_repr(tmp_path: Path) -> None:
+    # Issue 20 item 12: the provider's repr holds its command's; neither shows an argument.
+    path = _write(
+        tmp_path,
+        '[model_providers.p.auth]\ncommand = "mint"\nargs = ["--secret", "ARG-CANARY-77e1"]\n',
+    )
+    provider = load_providers(path)["p"]
+    assert provider.auth is not None
+    assert provider.auth.args == ("--secret", "ARG-CANARY-77e1")
+    for text in (repr(provider), str(provider), repr(provider.auth)):
+        assert "ARG-CANARY-77e1" not in text
+        assert "--secret" not in text
+    assert "command='mint', args=<2 arguments>" in repr(provider)

@@ -16,20 +16,22 @@ from pathlib import Path
 
 import pytest
 
+from processes import spawned
+
 SCRIPT = shutil.which("aioscopedauth", path=str(Path(sys.executable).parent)) or "aioscopedauth"
 _ENV = {k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES"}}
 
 
 async def _demo(*args: str, columns: int = 80) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         SCRIPT,
         "demo",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**_ENV, "COLUMNS": str(columns)},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    ) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -128,7 +130,7 @@ async def test_on_an_80_column_terminal_ctrl_c_prints_an_interrupted_summary() -
 
 
 async def test_an_early_ctrl_c_prints_no_traceback() -> None:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         SCRIPT,
         "demo",
         "--seconds",
@@ -136,9 +138,9 @@ async def test_an_early_ctrl_c_prints_no_traceback() -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_ENV,
-    )
-    # As soon as the process exists: during interpreter start-up or the imports.
-    proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    ) as proc:
+        # As soon as the process exists: during interpreter start-up or the imports.
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert "Traceback" not in err.decode(), err.decode()
     assert proc.returncode in {130, -signal.SIGINT}, (out + err).decode()

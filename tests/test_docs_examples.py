@@ -24,6 +24,8 @@ from aioscopedauth.testing import (
     write_token_script,
 )
 
+from processes import spawned
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -160,7 +162,13 @@ def test_testing_examples_pass_in_a_fresh_project(pytester: pytest.Pytester, ini
     pytester.makeini(ini)
     # Every warning is an error, except pytest-asyncio's own nag about its unset loop scope.
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-W", "error", "-W", "default::pytest.PytestDeprecationWarning"
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "error",
+        "-W",
+        "default::pytest.PytestDeprecationWarning",
+        timeout=120,
     )
     result.assert_outcomes(passed=1)
 
@@ -180,14 +188,14 @@ def test_readme_python_compiles_and_uses_real_names() -> None:
 async def test_the_tutorial_leaves_nothing_in_the_temp_folder(tmp_path: Path) -> None:
     temp = tmp_path / "temp"
     temp.mkdir()
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         str(EXAMPLES / "tutorial.py"),
         env={**os.environ, "TMPDIR": str(temp)},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    ) as proc:
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, out.decode()
     assert out.decode() == "first call: 200\nafter a revoke: 200\ntoken refreshes: 1\n"
     assert list(temp.iterdir()) == []

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from processes import spawned
+
 ROOT = Path(__file__).parent.parent
+
+
+# Building the sdist and the wheel (hatchling, in a subprocess) may take minutes on a busy CI.
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +24,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("dist")
 
     async def build() -> None:
-        proc = await asyncio.create_subprocess_exec(
+        async with spawned(
             sys.executable,
             "-m",
             "hatchling",
@@ -28,8 +34,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await asyncio.wait_for(proc.communicate(), 300)
+        ) as proc:
+            output, _ = await asyncio.wait_for(proc.communicate(), 300)
         assert proc.returncode == 0, output.decode()
 
     asyncio.run(build())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from aioscopedauth import (
 )
 from aioscopedauth.testing import chatgpt_auth, write_auth_json
 
+from processes import popen
 from support import CANARIES, CANARY_API_KEY, BrokenKeyring, HangingKeyring, MemoryKeyring
 
 if TYPE_CHECKING:
@@ -231,17 +233,18 @@ _SAVER = textwrap.dedent(
 def test_two_processes_saving_at_once_never_tear_the_file(home: Path) -> None:
     write_auth_json(home, AuthDotJson.for_api_key("sk-start"))
     path = home / "auth.json"
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _SAVER, str(home), tag, "150"])
-        for tag in ("a", "b")
-    ]
     reads = 0
-    while any(p.poll() is None for p in procs):
-        data = AuthDotJson.from_json(path.read_bytes())
-        assert data.openai_api_key is not None
-        assert data.openai_api_key.startswith(("sk-start", "sk-a-", "sk-b-"))
-        reads += 1
-    assert [p.wait() for p in procs] == [0, 0]
+    with contextlib.ExitStack() as stack:
+        procs = [
+            stack.enter_context(popen([sys.executable, "-c", _SAVER, str(home), tag, "150"]))
+            for tag in ("a", "b")
+        ]
+        while any(p.poll() is None for p in procs):
+            data = AuthDotJson.from_json(path.read_bytes())
+            assert data.openai_api_key is not None
+            assert data.openai_api_key.startswith(("sk-start", "sk-a-", "sk-b-"))
+            reads += 1
+        assert [p.wait() for p in procs] == [0, 0]
     final = AuthDotJson.from_json(path.read_bytes()).openai_api_key
     assert final is not None
     assert final.startswith(("sk-a-0149", "sk-b-0149"))

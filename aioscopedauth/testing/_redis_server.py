@@ -152,11 +152,19 @@ class RedisServer:
             start_new_session=True,
         )
         self.starts += 1
+        try:
+            self._wait_ready(self._process, binary, self._dir)
+        except BaseException:
+            # Whatever stopped the wait (it timed out, a test's time limit, Ctrl-C): the server
+            # must not outlive it, and no __exit__ runs for a start that raised.
+            self.kill()
+            raise
+
+    def _wait_ready(self, process: subprocess.Popen[bytes], binary: Path, folder: Path) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
         while not _ping(self.port):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                log = (self._dir / "server.log").read_text(errors="replace")[-2000:]
-                self.kill()
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = (folder / "server.log").read_text(errors="replace")[-2000:]
                 msg = f"{binary} did not start on port {self.port}: {log}"
                 raise RuntimeError(msg)
             time.sleep(0.01)

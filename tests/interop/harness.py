@@ -29,6 +29,8 @@ from aiohttp import web
 
 from aioscopedauth.testing import AUTH_CLAIM, make_jwt
 
+from processes import spawned
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -282,7 +284,7 @@ class Codex:
         self, *args: str, stdin: str | None = None, chatgpt_backend: bool = True
     ) -> Result:
         """Run ``codex [overrides] ARGS`` to completion (bounded by :data:`DEADLINE`)."""
-        proc = await asyncio.create_subprocess_exec(
+        async with spawned(
             str(self.binary),
             *self.overrides(chatgpt_backend=chatgpt_backend),
             *args,
@@ -290,15 +292,10 @@ class Codex:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=self.env(),
-        )
-        try:
+        ) as proc:
             out, err = await asyncio.wait_for(
                 proc.communicate(None if stdin is None else stdin.encode()), DEADLINE
             )
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
         assert proc.returncode is not None
         return Result(proc.returncode, out.decode(), err.decode())
 

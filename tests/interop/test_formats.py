@@ -15,6 +15,8 @@ from aioscopedauth import AuthManager, AuthMode, FileAuthStore
 from aioscopedauth.testing import write_auth_json
 from interop.harness import expiring_login, file_mode, kit, read_json, stray_temp_files
 
+from processes import spawned
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -45,7 +47,7 @@ def _plan(auth: Auth) -> str | None:
 
 
 async def _library_cli(home: Path, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         "-m",
         "aioscopedauth",
@@ -53,8 +55,8 @@ async def _library_cli(home: Path, *args: str) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={"CODEX_HOME": str(home), "PATH": "/usr/bin:/bin"},
-    )
-    out, _ = await proc.communicate()
+    ) as proc:
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
 

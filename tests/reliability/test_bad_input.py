@@ -27,6 +27,8 @@ from aioscopedauth import (
     decode_jwt_payload,
     load_providers,
 )
+from aioscopedauth._command import END_OF_TIME, START_OF_TIME
+from aioscopedauth._paths import codex_home
 from aioscopedauth.redis import RedisAuthStore
 from aioscopedauth.testing import (
     FakeAuthServer,
@@ -286,6 +288,16 @@ COMMANDS: dict[str, tuple[str, float, str]] = {
     "two lines": ("printf 'a\\nb\\n'", 5.0, "more than one line"),
     "JSON without token": ("echo '{\"expires_in\": 3}'", 5.0, "without a string access_token"),
     "exit 1": ("echo denied >&2; exit 1", 5.0, "exited with exit status: 1: denied"),
+    "expires_in NaN": (
+        'echo \'{"token": "t", "expires_in": NaN}\'',
+        5.0,
+        "printed an invalid expires_in$",
+    ),
+    "expires_at NaN": (
+        'echo \'{"token": "t", "expires_at": NaN}\'',
+        5.0,
+        "printed an invalid expires_at expiry$",
+    ),
 }
 
 
@@ -299,6 +311,33 @@ async def test_bad_command_outputs(tmp_path: Path, body: str, limit: float, mess
         await CommandBearerRefresher(config).resolve()
 
 
+# An expiry past either end of the calendar is no error: it saturates, as a login's dates do.
+BEYOND_THE_CALENDAR: dict[str, tuple[str, bool]] = {
+    "expires_in 1e20": ('"expires_in": 1e20', True),
+    "expires_in Infinity": ('"expires_in": Infinity', True),
+    "expires_in -Infinity": ('"expires_in": -Infinity', False),
+    "expires_in 10**400": ('"expires_in": 1' + "0" * 400, True),
+    "expires_at 1e20": ('"expires_at": 1e20', True),
+    "expires_at -1e20": ('"expires_at": -1e20', False),
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "for_ever"), BEYOND_THE_CALENDAR.values(), ids=BEYOND_THE_CALENDAR.keys()
+)
+async def test_an_expiry_beyond_the_calendar_saturates(
+    tmp_path: Path, field: str, for_ever: bool
+) -> None:
+    script = tmp_path / "cmd.sh"
+    script.write_text(f'#!/bin/sh\necho \'{{"token": "t", {field}}}\'\n')
+    script.chmod(0o755)
+    config = ProviderAuthCommand("./cmd.sh", cwd=tmp_path)
+    tokens = await CommandBearerRefresher(config).resolve()
+    assert tokens is not None
+    assert tokens.access_token == "t"
+    assert tokens.expires_at == (END_OF_TIME if for_ever else START_OF_TIME)
+
+
 # -- configuration ------------------------------------------------------------------------
 
 CONFIGS: dict[str, tuple[bytes, str]] = {
@@ -310,16 +349,75 @@ CONFIGS: dict[str, tuple[bytes, str]] = {
     ),
     "not UTF-8": (b"\xff\xfe[model_providers]", "is not UTF-8 text"),
     "nested 100000 deep": (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    "command of an unknown user": (
+        b'[model_providers.x.auth]\ncommand = "~nosuchuser-aioscopedauth/bin/tok"\n',
+        (
+            "^model_providers.x: provider auth.command starts with ~nosuchuser-aioscopedauth, but "
+            "there is no user 'nosuchuser-aioscopedauth' to expand it for$"
+        ),
+    ),
+    "cwd of an unknown user": (
+        b'[model_providers.x.auth]\ncommand = "tok"\ncwd = "~nosuchuser-aioscopedauth"\n',
+        "^model_providers.x: auth.cwd starts with ~nosuchuser-aioscopedauth",
+    ),
+    "NUL in an argument": (
+        b'[model_providers.x.auth]\ncommand = "tok"\nargs = ["a\\u0000"]\n',
+        "^model_providers.x: provider auth.args must be strings without NUL bytes$",
+    ),
 }
 
 
 @pytest.mark.parametrize(("content", "message"), CONFIGS.values(), ids=CONFIGS.keys())
 def test_bad_config(tmp_path: Path, content: bytes, message: str) -> None:
+    # Every case is one line: a CLI prints it as it is.
     path = tmp_path / "config.toml"
     path.write_bytes(content)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as info:
         load_providers(path)
+    assert "\n" not in str(info.value)
     assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: codex_home({"CODEX_HOME": "~nosuchuser-aioscopedauth/codex"}),
+            (
+                "CODEX_HOME starts with ~nosuchuser-aioscopedauth, but there is no user "
+                "'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+        (
+            lambda: load_providers("~nosuchuser-aioscopedauth/config.toml"),
+            (
+                "the config file's path starts with ~nosuchuser-aioscopedauth, but there is no "
+                "user 'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+        (
+            lambda: FileAuthStore("~nosuchuser-aioscopedauth/.codex"),
+            (
+                "the home folder starts with ~nosuchuser-aioscopedauth, but there is no user "
+                "'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+        (
+            lambda: ProviderAuthCommand("~nosuchuser-aioscopedauth/bin/tok"),
+            (
+                "provider auth.command starts with ~nosuchuser-aioscopedauth, but there is no user "
+                "'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+    ],
+    ids=["CODEX_HOME", "config path", "home", "command"],
+)
+def test_a_path_under_an_unknown_user_is_a_config_error(
+    make: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert str(info.value) == message
 
 
 # -- JWTs ---------------------------------------------------------------------------------
@@ -480,5 +578,6 @@ async def test_a_bad_login_in_redis_is_a_storage_error_and_stays(
 def test_catalogue_has_at_least_30_cases() -> None:
     # The two logged-out files and the slow endpoint are cases of their own tests.
     total = len(BAD_FILES) + 2 + len(ENDPOINT_ANSWERS) + 1 + len(COMMANDS) + len(CONFIGS)
+    total += len(BEYOND_THE_CALENDAR) + 4  # the four paths under an unknown user
     total += len(PARTLY_UNUSABLE) + 1 + len(REDIS_URLS) + len(REDIS_HASHES)
     assert total + len(BAD_JWTS) >= 30

@@ -15,6 +15,8 @@ import pytest
 
 from aioscopedauth import AuthDotJson
 
+from processes import popen, read_tagged
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -37,21 +39,22 @@ ZYGOTE = textwrap.dedent(
             await store.save(payloads[i % 2])
             i += 1
             if i == 1:
-                print("saving", flush=True)  # from here on, every moment is mid-loop
+                print("saving", os.getpid(), flush=True)  # from here on, mid-loop
 
     for _ in sys.stdin:
         pid = os.fork()
         if pid == 0:
             asyncio.run(save_forever())
             os._exit(0)
-        print(pid, flush=True)
+        print("forked", pid, flush=True)
         os.waitpid(pid, 0)
-        print("reaped", flush=True)
+        print("reaped", pid, flush=True)
     """
 )
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # 200 forks and kills; seconds unloaded, minutes on a busy machine
 def test_sigkill_mid_save_never_leaves_a_torn_file(tmp_path: Path) -> None:
     home = tmp_path / "home"
     initial = AuthDotJson.for_api_key("sk-initial")
@@ -63,7 +66,9 @@ def test_sigkill_mid_save_never_leaves_a_torn_file(tmp_path: Path) -> None:
     (home / "auth.json").write_text(initial.to_json())
     rng = random.Random(20261128)
     seen = set()
-    with subprocess.Popen(
+    # The zygote and every saver share one session: leaving the block kills them all, however
+    # the test ends (a failed assert here used to wait for ever in Popen.__exit__).
+    with popen(
         [sys.executable, "-c", ZYGOTE, str(home)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -74,13 +79,14 @@ def test_sigkill_mid_save_never_leaves_a_torn_file(tmp_path: Path) -> None:
         for _ in range(KILLS):
             zygote.stdin.write("go\n")
             zygote.stdin.flush()
-            pid = int(zygote.stdout.readline())
-            assert zygote.stdout.readline() == "saving\n"
+            lines = read_tagged(zygote.stdout, {"forked", "saving"})
+            pid = lines["forked"]
+            assert lines["saving"] == pid
             # Fault injection: kill at a random moment of the save loop. This is not a wait
             # for a race; any moment is a valid moment to die.
             time.sleep(rng.uniform(0.0, 0.01))
             os.kill(pid, signal.SIGKILL)
-            assert zygote.stdout.readline() == "reaped\n"
+            assert read_tagged(zygote.stdout, {"reaped"}) == {"reaped": pid}
             text = (home / "auth.json").read_text()
             assert text in allowed, f"torn auth.json after a kill: {text[:80]!r}..."
             AuthDotJson.from_json(text)

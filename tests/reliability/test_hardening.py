@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import select
+import signal
 import sys
 import textwrap
 import threading
 import time
 import traceback
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +28,7 @@ from aioscopedauth import (
     ConfigError,
     ExternalAuthTokens,
     FileAuthStore,
+    KeyringAuthStore,
     MemoryAuthStore,
     OAuthConfig,
     ProviderAuthCommand,
@@ -31,10 +36,14 @@ from aioscopedauth import (
     TokenData,
     TransientRefreshError,
     load_providers,
+    store_key,
 )
 from aioscopedauth import _file_store as storage_module
 from aioscopedauth import _files as files_module
+from aioscopedauth._paths import codex_home, user_path
 from aioscopedauth.testing import FakeAuthServer, make_id_token, make_jwt, write_auth_json
+
+from processes import spawned
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -178,6 +187,19 @@ async def test_refreshes_are_bounded_by_time_per_snapshot_not_by_luck(
             "the home folder starts with ~nosuchuser-aioscopedauth, but there is no user",
         ),
         (lambda: FileAuthStore("codex\0home"), "the home folder contains a NUL byte"),
+        (
+            # Issue 20 item 14: a bare RuntimeError from the first resolve() before.
+            lambda: ProviderAuthCommand("~nosuchuser-aioscopedauth/bin/tok"),
+            (
+                "provider auth.command starts with ~nosuchuser-aioscopedauth, but there is no user "
+                "'nosuchuser-aioscopedauth' to expand it for"
+            ),
+        ),
+        (
+            lambda: codex_home({"CODEX_HOME": "~nosuchuser-aioscopedauth/codex"}),
+            "CODEX_HOME starts with ~nosuchuser-aioscopedauth, but there is no user",
+        ),
+        (lambda: codex_home({"CODEX_HOME": "co\0dex"}), "CODEX_HOME contains a NUL byte"),
     ],
     ids=[
         "NUL in command",
@@ -189,6 +211,9 @@ async def test_refreshes_are_bounded_by_time_per_snapshot_not_by_luck(
         "cwd of an unknown user",
         "home of an unknown user",
         "NUL in home",
+        "command of an unknown user",
+        "CODEX_HOME of an unknown user",
+        "NUL in CODEX_HOME",
     ],
 )
 def test_bad_paths_and_command_settings_are_config_errors(
@@ -211,6 +236,103 @@ def test_bad_cwd_in_config_is_a_config_error(tmp_path: Path, cwd: str, message: 
     config.write_text(f'[model_providers.corp.auth]\ncommand = "tok"\ncwd = "{cwd}"\n')
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_providers(config)
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        (
+            'command = "~nosuchuser-aioscopedauth/tok"',
+            "model_providers.corp: provider auth.command starts with ~nosuchuser-aioscopedauth",
+        ),
+        (
+            'command = "tok"\nargs = ["a\\u0000b"]',
+            "model_providers.corp: provider auth.args must be strings without NUL bytes",
+        ),
+        (
+            'command = "t\\u0000ok"',
+            "model_providers.corp: provider auth.command must not contain a NUL byte",
+        ),
+    ],
+    ids=["command of an unknown user", "NUL in an argument", "NUL in the command"],
+)
+def test_a_bad_command_in_config_names_its_provider(
+    tmp_path: Path, auth: str, message: str
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f"[model_providers.corp.auth]\n{auth}\n")
+    with pytest.raises(ConfigError) as info:
+        load_providers(config)
+    assert str(info.value).startswith(message)
+
+
+def test_the_codex_home_is_codex_home_expanded_else_dot_codex_in_the_home_folder() -> None:
+    assert codex_home({"CODEX_HOME": "~/elsewhere"}) == Path.home() / "elsewhere"
+    assert codex_home({"CODEX_HOME": ""}) == Path.home() / ".codex"
+    assert codex_home({}) == Path.home() / ".codex"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become a uid without a name")
+def test_a_user_without_a_home_folder_gets_a_config_error() -> None:
+    # Without HOME and without a passwd entry, Path.home() raises a bare RuntimeError. A forked
+    # child that becomes a uid with no name is the honest way there (a fresh interpreter could
+    # not run as that uid where the interpreter lives under a private home folder).
+    import pwd  # noqa: PLC0415 -- imported before the fork, so the child never takes the import lock
+
+    with pytest.raises(KeyError):
+        pwd.getpwuid(UNNAMED_UID)
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a threaded process may deadlock the child; this child
+        # only computes two strings and writes them to a pipe.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setuid(UNNAMED_UID)
+            os.environ.pop("HOME", None)
+            lines = []
+            calls: list[Callable[[], object]] = [
+                lambda: codex_home({}),
+                lambda: user_path("~/x", "--home"),
+            ]
+            for call in calls:
+                try:
+                    call()
+                except ConfigError as exc:
+                    lines.append(str(exc))
+                except BaseException as exc:  # noqa: BLE001 -- reported to the parent
+                    lines.append(f"{type(exc).__name__}: {exc}")
+            os.write(write_end, "\n".join(lines).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            ready, _, _ = select.select([pipe], [], [], 30)
+            assert ready, "the child did not answer within 30 s"
+            out = pipe.read().decode()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # a no-op once it has exited; a hang ends here
+        os.waitpid(pid, 0)
+    assert out.splitlines() == [
+        "Could not find your home folder (for ~/.codex): set HOME, or CODEX_HOME",
+        "--home starts with ~, but your home folder is unknown: set HOME",
+    ]
+
+
+UNNAMED_UID = 54_321
+
+
+def test_a_keyring_store_of_a_home_that_is_a_symlink_loop_is_created(tmp_path: Path) -> None:
+    # store_key canonicalises the home: a loop raised a bare RuntimeError (Python 3.11, 3.12)
+    # from KeyringAuthStore(home); the loop is reported when the home is used instead.
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert store_key(loop) == store_key(str(loop))
+    assert KeyringAuthStore(loop).account == store_key(loop)
 
 
 def test_a_config_file_that_is_not_utf8_does_not_chain_its_bytes(
@@ -365,7 +487,7 @@ async def test_a_home_where_the_refresh_lock_cannot_be_made_says_so_once(
 
 
 async def test_cli_login_with_non_utf8_stdin_is_a_clear_error(home: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         "-m",
         "aioscopedauth",
@@ -376,8 +498,8 @@ async def test_cli_login_with_non_utf8_stdin_is_a_clear_error(home: Path) -> Non
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate(b"sk-\xff\xfe-not-utf8\n")
+    ) as proc:
+        _, err = await asyncio.wait_for(proc.communicate(b"sk-\xff\xfe-not-utf8\n"), 120)
     assert proc.returncode == 1
     assert "Traceback" not in err.decode()
     assert "The API key read from stdin is not UTF-8 text; paste only the key." in err.decode()

@@ -32,6 +32,8 @@ from aioscopedauth import (
 )
 from aioscopedauth.testing import FakeAuthServer, write_auth_json, write_token_script
 
+from processes import spawned
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine
     from typing import Any
@@ -107,26 +109,26 @@ async def _contend(
     Starting the holder (a fork in the loop's thread) is the test's own work: not counted.
     """
     ticker.phase = None
-    holder = await asyncio.create_subprocess_exec(
+    async with spawned(
         sys.executable,
         "-c",
         _HOLDER,
         str(lock),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-    )
-    assert holder.stdin is not None
-    assert holder.stdout is not None
-    assert await holder.stdout.readline() == b"held\n"
-    ticker.phase = phase
-    waiting = asyncio.create_task(work())
-    await asyncio.sleep(0.2)  # the workload: 200 ms of polling for a held lock
-    assert not waiting.done()
-    holder.stdin.write(b"go\n")
-    await holder.stdin.drain()
-    await waiting
-    ticker.phase = None
-    await holder.wait()
+    ) as holder:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        assert await holder.stdout.readline() == b"held\n"
+        ticker.phase = phase
+        waiting = asyncio.create_task(work())
+        await asyncio.sleep(0.2)  # the workload: 200 ms of polling for a held lock
+        assert not waiting.done()
+        holder.stdin.write(b"go\n")
+        await holder.stdin.drain()
+        await waiting
+        ticker.phase = None
+        await asyncio.wait_for(holder.wait(), 60)
 
 
 @pytest.mark.slow

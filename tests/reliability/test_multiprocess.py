@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import sys
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aioscopedauth.testing import FakeAuthServer, write_auth_json
+
+from processes import spawned
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -58,25 +61,28 @@ WORKER = textwrap.dedent(
 async def _run_workers(
     home: Path, server: FakeAuthServer, count: int, seconds: float
 ) -> list[dict[str, int]]:
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            WORKER,
-            str(home),
-            server.token_url,
-            f"{server.url}/api/ping",
-            str(seconds),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        for _ in range(count)
-    ]
     results = []
-    for proc in procs:
-        out, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode()
-        results.append(json.loads(out))
+    async with contextlib.AsyncExitStack() as stack:
+        procs = [
+            await stack.enter_async_context(
+                spawned(
+                    sys.executable,
+                    "-c",
+                    WORKER,
+                    str(home),
+                    server.token_url,
+                    f"{server.url}/api/ping",
+                    str(seconds),
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            )
+            for _ in range(count)
+        ]
+        for proc in procs:
+            out, err = await asyncio.wait_for(proc.communicate(), seconds + 120)
+            assert proc.returncode == 0, err.decode()
+            results.append(json.loads(out))
     return results
 
 
