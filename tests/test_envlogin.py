@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
+import sys
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -222,3 +226,83 @@ def test_codex_env_identity_follows_codexs_order() -> None:
     assert identity.describe() == (
         "workload identity (OPENAI_FEDERATION_RULE_ID, OPENAI_IDENTITY_TOKEN_SOURCE)"
     )
+
+
+async def _status(home: Path, *args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    # The real command, in a child process with exactly this environment (and PYTHONPATH, so
+    # the child imports the code under test).
+    base = {k: v for k, v in os.environ.items() if k in {"PATH", "PYTHONPATH", "HOME"}}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aioscopedauth",
+        "--home",
+        str(home),
+        "status",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=base | env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_status_says_codex_would_use_workload_identity(home: Path) -> None:
+    write_auth_json(home, {"auth_mode": "apikey", "OPENAI_API_KEY": "sk-stored-0123456789"})
+    env = {"OPENAI_FEDERATION_RULE_ID": "fr-123", "OPENAI_IDENTITY_TOKEN_FILE": "/run/id-token"}
+    code, out, err = await _status(home, env=env)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == "Logged in with an API key"
+    assert out.splitlines()[-1] == (
+        "Codex would use a different identity here: workload identity "
+        "(OPENAI_FEDERATION_RULE_ID, OPENAI_IDENTITY_TOKEN_FILE) from the environment, which "
+        "aioscopedauth cannot use yet; this command uses the stored login."
+    )
+    code, out, err = await _status(home, "--json", env=env)
+    assert (code, err) == (0, "")
+    assert json.loads(out)["codex_identity"] == {
+        "kind": "workload_identity",
+        "variables": ["OPENAI_FEDERATION_RULE_ID", "OPENAI_IDENTITY_TOKEN_FILE"],
+        "supported": False,
+        "message": (
+            "Codex would use a different identity here: workload identity "
+            "(OPENAI_FEDERATION_RULE_ID, OPENAI_IDENTITY_TOKEN_FILE) from the environment, "
+            "which aioscopedauth cannot use yet; this command uses the stored login"
+        ),
+    }
+
+
+async def test_status_says_codex_would_use_the_access_token_and_never_shows_it(
+    home: Path,
+) -> None:
+    token = "at-0-status-secret-0123456789"
+    code, out, err = await _status(home, "--json", env={"CODEX_ACCESS_TOKEN": token})
+    assert (code, err) == (1, "")
+    facts = json.loads(out)
+    assert facts["logged_in"] is False
+    assert facts["codex_identity"]["kind"] == "personal_access_token"
+    assert facts["codex_identity"]["supported"] is True
+    assert facts["codex_identity"]["variables"] == ["CODEX_ACCESS_TOKEN"]
+    code, out, err = await _status(home, env={"CODEX_ACCESS_TOKEN": token})
+    assert code == 1
+    assert out.splitlines()[-1] == (
+        "Codex would use a different identity here: personal access token "
+        "(CODEX_ACCESS_TOKEN) from the environment; this command uses the stored login."
+    )
+    assert token not in out + err
+
+
+async def test_status_without_an_environment_login_says_nothing_more(home: Path) -> None:
+    write_auth_json(home, {"auth_mode": "apikey", "OPENAI_API_KEY": "sk-stored-0123456789"})
+    code, out, _ = await _status(home, "--json", env={"CODEX_ACCESS_TOKEN": "  "})
+    assert code == 0
+    assert "codex_identity" not in json.loads(out)
+    _, out, _ = await _status(home, env={})
+    assert "Codex would" not in out
