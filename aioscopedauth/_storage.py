@@ -185,7 +185,7 @@ async def load_auth_data(
 
     1. The access-token environment variable, only when ``access_token_env`` names one and it
        is set and not blank (trimmed): a personal access token for an ``at-…`` value, else an
-       agent identity (see :func:`~aioscopedauth._envlogin.access_token_login`).
+       agent identity, as Codex reads ``CODEX_ACCESS_TOKEN``.
     2. The API-key environment variable, likewise.
     3. The memory store (host-supplied tokens).
     4. The configured store.
