@@ -18,6 +18,7 @@ from aioscopedauth import (
     AuthMode,
     FileAuthStore,
     UnsupportedLoginError,
+    load_auth_data,
 )
 from aioscopedauth._envlogin import EnvIdentity, codex_env_identity, workload_identity_variables
 from aioscopedauth.testing import write_auth_json
@@ -306,3 +307,24 @@ async def test_status_without_an_environment_login_says_nothing_more(home: Path)
     assert "codex_identity" not in json.loads(out)
     _, out, _ = await _status(home, env={})
     assert "Codex would" not in out
+
+
+async def test_load_auth_data_reads_the_access_token_first(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_auth_json(home, {"auth_mode": "apikey", "OPENAI_API_KEY": "sk-stored-0123456789"})
+    monkeypatch.setenv("CODEX_ACCESS_TOKEN", " at-1-loaded ")
+    monkeypatch.setenv("CODEX_API_KEY", "sk-env-0123456789")
+    store = FileAuthStore(home)
+    loaded = await load_auth_data(
+        store, api_key_env="CODEX_API_KEY", access_token_env="CODEX_ACCESS_TOKEN"
+    )
+    assert loaded is not None
+    assert loaded.origin == "access_token_env"
+    assert loaded.data.resolved_mode is AuthMode.PERSONAL_ACCESS_TOKEN
+    assert loaded.data.personal_access_token == "at-1-loaded"
+    assert "at-1-loaded" not in repr(loaded)
+    # Without the option, the API-key variable comes first, as before.
+    loaded = await load_auth_data(store, api_key_env="CODEX_API_KEY")
+    assert loaded is not None
+    assert (loaded.origin, loaded.data.openai_api_key) == ("env", "sk-env-0123456789")
