@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,29 @@ def _store_facts(store: AuthStore) -> dict[str, Any]:
     return facts
 
 
+def _codex_identity_facts() -> dict[str, Any] | None:
+    """The login Codex would take from the environment instead of the stored one, if any.
+
+    This command reads only the store; Codex reads workload identity and ``CODEX_ACCESS_TOKEN``
+    first (docs/explanation/compatibility.md, "Logins from the environment").
+    """
+    from ._envlogin import codex_env_identity
+
+    identity = codex_env_identity(os.environ)
+    if identity is None:
+        return None
+    why = "" if identity.supported else ", which aioscopedauth cannot use yet"
+    return {
+        "kind": identity.kind,
+        "variables": list(identity.variables),
+        "supported": identity.supported,
+        "message": (
+            f"Codex would use a different identity here: {identity.describe()} from the "
+            f"environment{why}; this command uses the stored login"
+        ),
+    }
+
+
 def status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
     from ._errors import AuthDataError
     from ._jwt import jwt_expiration
@@ -93,6 +117,8 @@ def status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
             )
         if data is not None and data.last_refresh is not None:
             facts["last_refresh"] = format_rfc3339(data.last_refresh)
+    if (identity := _codex_identity_facts()) is not None:
+        facts["codex_identity"] = identity
     facts["warnings"] = warnings
     return facts
 
@@ -124,6 +150,8 @@ async def run_status(args: argparse.Namespace) -> int:
                 raise
             # Scripts read stdout: the failure is a JSON object there too.
             facts = {"logged_in": False, **_store_facts(manager.store), "error": str(exc)}
+            if (identity := _codex_identity_facts()) is not None:
+                facts["codex_identity"] = identity
             print(json.dumps(facts, indent=2))
             return EXIT_AUTH
         auth = manager.auth_cached()
@@ -138,6 +166,8 @@ async def run_status(args: argparse.Namespace) -> int:
     else:
         # The permission warning is not printed here: the store logs it, once.
         _print_login(facts, auth)
+        if "codex_identity" in facts:
+            print(f"{facts['codex_identity']['message']}.")
         if provider is not None:
             _print_provider(facts["provider"])
     # A provider with a token command needs no stored login.

@@ -7,6 +7,8 @@ Invariants:
 * Concurrent recoveries share one read of the store (:meth:`StoreReader.load_coalesced`); a
   reader cancelled midway hands the read to the next caller, never its cancellation.
 * A personal access token's account is asked of the whoami endpoint once per token.
+* A login from the environment (``access_token_env``, ``api_key_env``) is never saved; a manager
+  that follows Codex's environment warns once when Codex would use workload identity instead.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._envlogin import workload_identity_variables
 from ._errors import AuthDataError, AuthError
 from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode
 from ._oauth import request_account_identity
@@ -85,6 +89,9 @@ class StoreReader:
         unsaved: ``(replaced, refreshed)``: tokens a refresh got but could not save (a full
             disk). Until a save works, a read that finds the replaced payload gets the
             refreshed one instead.
+        access_token_env: The variable an access token is read from before anything else
+            (Codex's ``CODEX_ACCESS_TOKEN``), or ``None``.
+        origin: Where the last load found the login (``None`` before one, or when none).
     """
 
     store: AuthStore
@@ -97,6 +104,9 @@ class StoreReader:
     loading: asyncio.Future[tuple[Auth | None, int]] | None = None
     """The store read under way that concurrent recoveries share."""
     identities: IdentityCache = attrs.Factory(IdentityCache)
+    access_token_env: str | None = None
+    origin: str | None = None
+    warned_workload_identity: bool = False
 
     async def load(self) -> Auth | None:
         """Read the login and build its snapshot (``None`` when there is none).
@@ -104,7 +114,14 @@ class StoreReader:
         Raises:
             StorageError: The store could not be read.
         """
-        loaded = await load_auth_data(self.store, self.memory, api_key_env=self.api_key_env)
+        loaded = await load_auth_data(
+            self.store,
+            self.memory,
+            api_key_env=self.api_key_env,
+            access_token_env=self.access_token_env,
+        )
+        self.origin = None if loaded is None else loaded.origin
+        self.warn_workload_identity()
         if loaded is None:
             return None
         header = self.oauth.account_header
@@ -162,8 +179,32 @@ class StoreReader:
         except AuthDataError:
             return None
 
+    def warn_workload_identity(self) -> None:
+        """Warn once when Codex would log in with workload identity and this manager cannot.
+
+        Only a manager that follows Codex's environment logins (``access_token_env`` or
+        ``api_key_env`` set) warns: its user expects the identity Codex would use here, and
+        Codex picks workload identity before any of them (and fails rather than fall back).
+        """
+        if self.warned_workload_identity or not (self.access_token_env or self.api_key_env):
+            return
+        variables = workload_identity_variables(os.environ)
+        if not variables:
+            return
+        self.warned_workload_identity = True
+        # Names only: the values (a rule id, a path) are configuration, but say nothing useful.
+        logger.warning(
+            "Codex would log in with workload identity here (%s set), an identity "
+            "aioscopedauth cannot use yet: this manager uses a different identity than Codex",
+            ", ".join(variables),
+        )
+
     def where(self) -> str:
         """Where the login lives, for messages."""
+        if self.origin == "access_token_env":
+            return f"the {self.access_token_env} variable"
+        if self.origin == "env":
+            return f"the {self.api_key_env} variable"
         store = self.store
         return str(store.path) if isinstance(store, FileAuthStore) else f"the {store.kind} store"
 

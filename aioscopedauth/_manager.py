@@ -76,6 +76,7 @@ class _Core:
         oauth: OAuthConfig,
         *,
         api_key_env: str | None,
+        access_token_env: str | None,
         forced_login_method: ForcedLoginMethod | None,
         forced_workspace_id: str | None,
         http: aiohttp.ClientSession | None,
@@ -85,7 +86,9 @@ class _Core:
         freshness = Freshness(oauth)
         cell = SnapshotCell(on_set=freshness.note)
         memory = store if isinstance(store, MemoryAuthStore) else MemoryAuthStore()
-        reader = StoreReader(store, memory, oauth, api_key_env, session, cell)
+        reader = StoreReader(
+            store, memory, oauth, api_key_env, session, cell, access_token_env=access_token_env
+        )
         core: _Core
 
         def forced_workspace() -> str | None:
@@ -151,6 +154,14 @@ class AuthManager:
         oauth: The token endpoint; defaults to :meth:`OAuthConfig.codex`.
         api_key_env: An environment variable whose (trimmed, non-blank) value, when set, is used
             as an API key before anything stored (Codex uses ``CODEX_API_KEY``).
+        access_token_env: An environment variable whose (trimmed, non-blank) value, when set, is
+            the login before the API-key variable and anything stored, as Codex reads
+            ``CODEX_ACCESS_TOKEN``: an ``at-…`` value is a personal access token (its account
+            from the whoami call; never refreshed, never saved), any other an agent identity,
+            which :meth:`auth` refuses with :class:`UnsupportedLoginError`. A manager with this
+            or ``api_key_env`` set logs one warning when Codex would use workload identity
+            (``OPENAI_FEDERATION_RULE_ID``, ``OPENAI_IDENTITY_TOKEN_FILE``,
+            ``OPENAI_IDENTITY_TOKEN_SOURCE``), which this library cannot exchange yet.
         forced_login_method: ``"api"`` or ``"chatgpt"``: the only login method allowed by
             :meth:`enforce_login_restrictions`.
         forced_workspace_id: The only ChatGPT workspace allowed.
@@ -165,6 +176,7 @@ class AuthManager:
         oauth: OAuthConfig | None = None,
         *,
         api_key_env: str | None = None,
+        access_token_env: str | None = None,
         forced_login_method: ForcedLoginMethod | None = None,
         forced_workspace_id: str | None = None,
         http: aiohttp.ClientSession | None = None,
@@ -177,6 +189,7 @@ class AuthManager:
             store,
             oauth or OAuthConfig.codex(),
             api_key_env=api_key_env,
+            access_token_env=access_token_env,
             forced_login_method=forced_login_method,
             forced_workspace_id=forced_workspace_id,
             http=http,

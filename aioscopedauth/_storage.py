@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from ._envlogin import access_token_login, env_value
 from ._file_store import FileAuthStore
 from ._files import (
     AUTH_FILE,
@@ -165,27 +166,36 @@ class LoadedAuth:
 
     Attributes:
         data: The payload.
-        origin: ``env`` (the API-key variable), ``memory`` (host-supplied tokens) or ``store``.
+        origin: ``access_token_env`` (the access-token variable), ``env`` (the API-key
+            variable), ``memory`` (host-supplied tokens) or ``store``.
     """
 
     data: AuthDotJson
-    origin: Literal["env", "memory", "store"]
+    origin: Literal["access_token_env", "env", "memory", "store"]
 
 
 async def load_auth_data(
-    store: AuthStore, memory: AuthStore | None = None, *, api_key_env: str | None = None
+    store: AuthStore,
+    memory: AuthStore | None = None,
+    *,
+    api_key_env: str | None = None,
+    access_token_env: str | None = None,
 ) -> LoadedAuth | None:
-    """Load auth in Codex's precedence (reference §1.5).
+    """Load auth in Codex's precedence (reference §1.5; Codex 0.169 and 0.171 as observed).
 
-    1. The API-key environment variable, only when ``api_key_env`` names one and it is set and
-       not blank (trimmed).
-    2. The memory store (host-supplied tokens).
-    3. The configured store.
+    1. The access-token environment variable, only when ``access_token_env`` names one and it
+       is set and not blank (trimmed): a personal access token for an ``at-…`` value, else an
+       agent identity, as Codex reads ``CODEX_ACCESS_TOKEN``.
+    2. The API-key environment variable, likewise.
+    3. The memory store (host-supplied tokens).
+    4. The configured store.
 
     Args:
         store: The configured store.
         memory: The process's memory store, if any.
         api_key_env: The name of the API-key variable (Codex uses ``CODEX_API_KEY``), or ``None``.
+        access_token_env: The name of the access-token variable (Codex uses
+            ``CODEX_ACCESS_TOKEN``), or ``None``.
 
     Returns:
         The payload and its origin, or ``None`` when no source has one.
@@ -193,10 +203,12 @@ async def load_auth_data(
     Raises:
         StorageError: The configured store is corrupt or unreadable.
     """
-    if api_key_env:
-        key = os.environ.get(api_key_env, "").strip()
-        if key:
-            return LoadedAuth(AuthDotJson.for_api_key(key), "env")
+    token = env_value(os.environ, access_token_env)
+    if token is not None:
+        return LoadedAuth(access_token_login(token), "access_token_env")
+    key = env_value(os.environ, api_key_env)
+    if key is not None:
+        return LoadedAuth(AuthDotJson.for_api_key(key), "env")
     if memory is not None and memory is not store:
         data = await memory.load()
         if data is not None:

@@ -17,6 +17,7 @@ async def main() -> None:
         FileAuthStore(codex_home()),
         OAuthConfig.codex(),  # Codex's token endpoint and client id
         api_key_env="CODEX_API_KEY",  # as the Codex CLI does, a key in the environment wins
+        access_token_env="CODEX_ACCESS_TOKEN",  # noqa: S106 -- a name; an access token wins
     )
     async with manager:
         await manager.reload()

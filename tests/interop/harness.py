@@ -116,6 +116,28 @@ class Tls:
         _openssl("genrsa", "-out", str(rsa_key), "2048")
         return cls(ca=ca, cert=cert, key=key, rsa_key=rsa_key)
 
+    def named_context(self, *names: str) -> ssl.SSLContext:
+        """A server-side TLS context with a new leaf for DNS ``names``, signed by the CA."""
+        folder = self.ca.parent
+        stem = "-".join(names).replace("*", "any")[:60]
+        key, csr, cert = folder / f"{stem}.key", folder / f"{stem}.csr", folder / f"{stem}.pem"
+        ext = folder / f"{stem}.ext"
+        if not cert.exists():
+            ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+            _openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=fake")
+            sans = ",".join(f"DNS:{name}" for name in names)
+            ext.write_text(
+                f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+            )
+            _openssl(
+                "x509", "-req", "-in", str(csr), "-CA", str(self.ca),
+                "-CAkey", str(folder / "ca.key"), "-CAcreateserial", "-out", str(cert),
+                "-days", "2", "-extfile", str(ext),
+            )  # fmt: skip
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        return context
+
     def server_context(self) -> ssl.SSLContext:
         """A server-side TLS context with the leaf certificate."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -235,6 +257,130 @@ class Backend:
 
 
 @attrs.frozen
+class ForeignRequest:
+    """One request that reached :class:`ForeignHosts`."""
+
+    host: str
+    method: str
+    path: str
+    content_type: str | None
+    authorization: str | None
+    form: dict[str, str]
+
+
+@attrs.define(eq=False)
+class ForeignHosts:
+    """Public hosts Codex hard-codes, answered on loopback through an HTTP ``CONNECT`` proxy.
+
+    Workload identity exchanges its token at ``https://auth.openai.com/oauth/token`` and only
+    with production ChatGPT routing: no variable points either at a fake. Codex honours
+    ``HTTPS_PROXY``, so this proxy takes every ``CONNECT``, records it, tunnels the hosts in
+    :attr:`hosts` to a local HTTPS fake (a certificate from the throwaway CA, for those names)
+    and refuses every other host (403). Nothing leaves loopback.
+    """
+
+    tls: Tls
+    hosts: tuple[str, ...] = ("auth.openai.com", "chatgpt.com", "api.openai.com")
+    token_answer: tuple[int, dict[str, Any]] = (400, {"error": "invalid_grant"})
+    connects: list[str] = attrs.field(factory=list)
+    requests: list[ForeignRequest] = attrs.field(factory=list)
+    _runner: web.AppRunner | None = None
+    _proxy: asyncio.Server | None = None
+    _fake_port: int = 0
+    _tunnels: set[asyncio.Task[None]] = attrs.field(factory=set)
+
+    @property
+    def proxy_url(self) -> str:
+        """The proxy, ``http://127.0.0.1:PORT`` (for ``HTTPS_PROXY``)."""
+        assert self._proxy is not None
+        return f"http://127.0.0.1:{self._proxy.sockets[0].getsockname()[1]}"
+
+    def env(self) -> dict[str, str]:
+        """The variables that send Codex's public-host traffic here and loopback direct."""
+        return {
+            "HTTPS_PROXY": self.proxy_url,
+            "HTTP_PROXY": self.proxy_url,
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+
+    async def __aenter__(self) -> Self:
+        """Start the fake and the proxy."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        context = self.tls.named_context(*self.hosts)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        self._fake_port = int(self._runner.addresses[0][1])
+        self._proxy = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop both."""
+        if self._proxy is not None:
+            self._proxy.close()
+        for task in list(self._tunnels):
+            task.cancel()
+        await asyncio.gather(*self._tunnels, return_exceptions=True)
+        if self._proxy is not None:
+            await self._proxy.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tunnels.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            self.connects.append(line)
+            verb, target, *_ = [*line.split(), "", ""]
+            if verb != "CONNECT" or target.rsplit(":", 1)[0] not in self.hosts:
+                writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._fake_port)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            self._tunnels.discard(task)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        form = dict(await request.post()) if request.method == "POST" else {}
+        self.requests.append(
+            ForeignRequest(
+                host=request.host,
+                method=request.method,
+                path=request.path,
+                content_type=request.content_type,
+                authorization=request.headers.get("Authorization"),
+                form={key: str(value) for key, value in form.items()},
+            )
+        )
+        if request.path == "/oauth/token":
+            status, body = self.token_answer
+            return web.json_response(body, status=status)
+        return web.json_response({"detail": "not found"}, status=404)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@attrs.frozen
 class Result:
     """A finished ``codex`` command."""
 
@@ -253,10 +399,12 @@ class Codex:
     server: FakeAuthServer
     backend: Backend
     authapi_url: str
+    extra_env: dict[str, str] = attrs.field(factory=dict)
+    """Variables added to :meth:`env` (the logins from the environment under test)."""
 
     def env(self) -> dict[str, str]:
         """The whole environment of a Codex process (nothing inherited but PATH)."""
-        return {
+        return self.extra_env | {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.user_home),
             "CODEX_HOME": str(self.home),
