@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ._jwt import IdTokenInfo, PlanType, decode_jwt_payload, jwt_expiration
     from ._manager import AuthChange, AuthChanges, AuthManager
     from ._middleware import AuthMiddleware, RecoveryEvent
-    from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, TokenData
+    from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, ProviderLogin, TokenData
     from ._oauth import OAuthConfig
     from ._recovery import RecoveryStep, RecoveryTarget, UnauthorizedRecovery
     from ._storage import (
@@ -85,6 +85,7 @@ __all__ = [
     "PlanType",
     "ProviderAuthCommand",
     "ProviderInfo",
+    "ProviderLogin",
     "RecoveryEvent",
     "RecoveryStep",
     "RecoveryTarget",
@@ -144,6 +145,7 @@ _LAZY: dict[str, str] = {
     "PlanType": "_jwt",
     "ProviderAuthCommand": "_command",
     "ProviderInfo": "_config",
+    "ProviderLogin": "_model",
     "RecoveryEvent": "_middleware",
     "RecoveryStep": "_recovery",
     "RecoveryTarget": "_recovery",

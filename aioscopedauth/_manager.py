@@ -489,7 +489,7 @@ class AuthManager:
             StorageError: The store could not be read or written.
         """
         snapshot = rejected if rejected is not None else await self._core.current()
-        if snapshot is None or not snapshot.mode.is_chatgpt:
+        if snapshot is None or not snapshot.mode.is_refreshable:
             return False
         return await self._core.refresh.join(snapshot, self._external)
 
@@ -513,7 +513,7 @@ class AuthManager:
             StorageError: The store could not be read or written.
         """
         snapshot = await self._core.current()
-        if snapshot is None or not snapshot.mode.is_chatgpt:
+        if snapshot is None or not snapshot.mode.is_refreshable:
             return False
         return await self._core.refresh.join(snapshot, self._external)
 

@@ -395,12 +395,16 @@ def _lifetime(auth: Auth) -> tuple[datetime | None, timedelta | None]:
     return exp, exp - issued
 
 
+_PROACTIVE = frozenset({AuthMode.CHATGPT, AuthMode.OAUTH})
+"""The modes refreshed before they expire: the managed logins (host tokens only after a 401)."""
+
+
 def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
     """Return when a snapshot becomes due for a proactive refresh (reference §2.5).
 
-    Only managed ChatGPT auth is ever refreshed proactively. A login that stores its access
-    token's expiry (``tokens.expires_at``, a standard provider's) is due by that, opaque token
-    or not; else by the access token's ``exp``.
+    Only managed logins (ChatGPT's, and a standard provider's) are refreshed proactively. A
+    login that stores its access token's expiry (``tokens.expires_at``, a standard
+    provider's) is due by that, opaque token or not; else by the access token's ``exp``.
 
     Args:
         auth: The snapshot.
@@ -412,7 +416,7 @@ def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
         ``last_refresh`` plus ``max_age``; ``None`` when it is never refreshed proactively.
         Dates at the ends of the calendar saturate (due at once, or never) instead of raising.
     """
-    if auth.mode is not AuthMode.CHATGPT or auth.data is None or auth.data.tokens is None:
+    if auth.mode not in _PROACTIVE or auth.data is None or auth.data.tokens is None:
         return None
     exp, lifetime = _lifetime(auth)
     if exp is not None:

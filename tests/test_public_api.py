@@ -43,6 +43,7 @@ EXPECTED = {
     "PlanType",
     "ProviderAuthCommand",
     "ProviderInfo",
+    "ProviderLogin",
     "RecoveryEvent",
     "RecoveryStep",
     "RecoveryTarget",
