@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 from aioscopedauth import Auth, AuthDataError, AuthDotJson, AuthMode, FileAuthStore, OAuthConfig
-from aioscopedauth._login import restriction_violation
+from aioscopedauth._login import ForcedLoginMethod, restriction_violation
 from aioscopedauth._model import ProviderLogin
 from aioscopedauth._oauth import TokenResponse, stale_at
 from aioscopedauth._refresh import Freshness, TokenState, may_adopt, merged_expiry, same_login
@@ -127,7 +127,10 @@ def test_a_chatgpt_login_still_needs_an_id_token() -> None:
     ],
 )
 def test_a_standard_login_must_say_whose_it_is(oauth: object, message: str) -> None:
-    doc = {"auth_mode": "oauth", "tokens": {"access_token": "a", "refresh_token": "r"}}
+    doc: dict[str, object] = {
+        "auth_mode": "oauth",
+        "tokens": {"access_token": "a", "refresh_token": "r"},
+    }
     if oauth is not None:
         doc["oauth"] = oauth
     with pytest.raises(AuthDataError, match=f"^{message}"):
@@ -159,8 +162,9 @@ def test_same_login_tells_standard_logins_apart() -> None:
 
 def test_restrictions_are_codexs_and_a_standard_login_breaks_none() -> None:
     auth = Auth.from_data(_standard())
-    for method in (None, "api", "chatgpt"):
-        assert restriction_violation(auth, method, "org-1") is None  # type: ignore[arg-type]
+    methods: tuple[ForcedLoginMethod | None, ...] = (None, "api", "chatgpt")
+    for method in methods:
+        assert restriction_violation(auth, method, "org-1") is None
 
 
 def test_merged_expiry_keep_and_drop_rules() -> None:
