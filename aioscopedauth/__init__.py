@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         RefreshContext,
         RefreshReason,
     )
+    from ._grants import DeviceCode
     from ._jwt import IdTokenInfo, PlanType, decode_jwt_payload, jwt_expiration
     from ._manager import AuthChange, AuthChanges, AuthManager
     from ._middleware import AuthMiddleware, RecoveryEvent
@@ -71,6 +72,7 @@ __all__ = [
     "CommandError",
     "CommitResult",
     "ConfigError",
+    "DeviceCode",
     "ExternalAuthTokens",
     "ExternalRefresher",
     "FileAuthStore",
@@ -131,6 +133,7 @@ _LAZY: dict[str, str] = {
     "CommandError": "_errors",
     "CommitResult": "_commit",
     "ConfigError": "_errors",
+    "DeviceCode": "_grants",
     "ExternalAuthTokens": "_external",
     "ExternalRefresher": "_external",
     "FileAuthStore": "_storage",

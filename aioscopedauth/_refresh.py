@@ -23,7 +23,7 @@ import contextlib
 import enum
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import aiohttp
@@ -44,7 +44,7 @@ from ._grants import request_client_credentials
 from ._jwt import jwt_expiration
 from ._loader import retrieve_exception
 from ._model import Auth, AuthMode
-from ._oauth import ACCOUNT_MISMATCH_MESSAGE, min_refresh_gap, stale_at
+from ._oauth import ACCOUNT_MISMATCH_MESSAGE, absolute_expiry, min_refresh_gap, stale_at
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -213,15 +213,16 @@ def merged_expiry(
     """The ``tokens.expires_at`` a refresh's answer leaves in the stored login.
 
     Codex's dialect keeps what is stored (Codex ignores ``expires_in``). A standard answer with
-    a new access token sets ``sent + expires_in`` (``sent`` taken before the request, so the
-    expiry is never later than the provider's), or drops the stored one, the old token's, when
+    a new access token sets ``sent + expires_in`` less the whole-second slack
+    (:func:`absolute_expiry`; ``sent`` is taken before the request, so the expiry is never
+    later than the provider's), or drops the stored one, the old token's, when
     the answer names no lifetime; an answer without a new access token keeps it.
     """
     if not standard or answer.access_token is None:
         return "keep"
     if answer.expires_in is None:
         return None
-    return sent + timedelta(seconds=answer.expires_in)
+    return absolute_expiry(sent, answer.expires_in)
 
 
 async def _request(

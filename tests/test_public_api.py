@@ -29,6 +29,7 @@ EXPECTED = {
     "CommandError",
     "CommitResult",
     "ConfigError",
+    "DeviceCode",
     "ExternalAuthTokens",
     "ExternalRefresher",
     "FileAuthStore",

@@ -170,7 +170,10 @@ def test_restrictions_are_codexs_and_a_standard_login_breaks_none() -> None:
 def test_merged_expiry_keep_and_drop_rules() -> None:
     sent = NOW
     fresh = TokenResponse(access_token="a", expires_in=30)
-    assert merged_expiry(fresh, sent, standard=True) == NOW + timedelta(seconds=30)
+    # A second off: the provider counts whole seconds (a token may die up to a second early).
+    assert merged_expiry(fresh, sent, standard=True) == NOW + timedelta(seconds=29)
+    short = TokenResponse(access_token="a", expires_in=1)
+    assert merged_expiry(short, sent, standard=True) == NOW + timedelta(seconds=0.5)
     assert merged_expiry(fresh, sent, standard=False) == "keep"  # Codex ignores expires_in
     # A new token of unknown lifetime: the stored expiry was the old token's.
     assert merged_expiry(TokenResponse(access_token="a"), sent, standard=True) is None
