@@ -94,7 +94,7 @@ def restriction_violation(
     """Return the reference's message for a login that breaks a restriction, else ``None``.
 
     The restrictions are Codex's (an API key or a ChatGPT login, a ChatGPT workspace): a
-    standard provider's login (:attr:`AuthMode.OAUTH`) breaks neither.
+    standard provider's login (``AuthMode.OAUTH``) breaks neither.
     """
     if method == "api" and auth.mode.is_chatgpt:
         return "API key login is required, but ChatGPT is currently being used. Logging out."

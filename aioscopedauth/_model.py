@@ -129,7 +129,7 @@ class AuthMode(enum.Enum):
     def is_refreshable(self) -> bool:
         """Whether a login of this mode has tokens this library refreshes (or asks a host for).
 
-        The two ChatGPT modes and :attr:`OAUTH`.
+        The two ChatGPT modes and ``OAUTH``.
         """
         return self.is_chatgpt or self is AuthMode.OAUTH
 
@@ -351,7 +351,7 @@ _GRANTS: tuple[LoginGrant, ...] = (
 
 @attrs.frozen
 class ProviderLogin:
-    """Whose login a standard (:attr:`AuthMode.OAUTH`) payload holds: the top-level ``oauth``.
+    """Whose login a standard (``AuthMode.OAUTH``) payload holds: the top-level ``oauth``.
 
     Two logins are the same login when these are equal, so a refresh never adopts another
     user's (or another client's, or another provider's) tokens from a shared store.
@@ -367,7 +367,9 @@ class ProviderLogin:
     issuer: str
     client_id: str
     subject: str | None = None
-    grant: LoginGrant = "authorization_code"
+    grant: Literal["authorization_code", "device_code", "refresh_token", "client_credentials"] = (
+        "authorization_code"
+    )
 
     @classmethod
     def from_dict(cls, obj: object) -> ProviderLogin:
