@@ -33,6 +33,7 @@ from ._errors import (
     ConfigError,
     LoginError,
     RefreshTokenFailedError,
+    StorageError,
     TransientRefreshError,
 )
 from ._grants import (
@@ -351,6 +352,15 @@ async def revoke_stored_login(reader: StoreReader, lock: asyncio.Lock) -> bool:
     config = reader.oauth
     if not config.is_standard or config.revocation_url is None:
         return False
+    try:
+        return await _revoke_locked(reader, lock)
+    except StorageError as exc:
+        logger.warning("Could not read the login to revoke it at the provider: %s", exc)
+        return False
+
+
+async def _revoke_locked(reader: StoreReader, lock: asyncio.Lock) -> bool:
+    config = reader.oauth
     async with lock, reader.store.lock():
         stored = await reader.load()
         if stored is None or stored.mode is not AuthMode.OAUTH or stored.data is None:

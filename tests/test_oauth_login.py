@@ -20,6 +20,7 @@ from aioscopedauth import (
     AuthDotJson,
     AuthManager,
     ConfigError,
+    FileAuthStore,
     LoginError,
     MemoryAuthStore,
     OAuthConfig,
@@ -29,6 +30,7 @@ from aioscopedauth.testing import serve_on_loopback
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 STANDARD = OAuthConfig(
     "http://127.0.0.1:9/token",
@@ -162,3 +164,22 @@ async def test_logout_removes_the_login_when_revocation_fails(
     assert seen == ["CANARY-refresh"]  # the refresh token, once
     assert "Could not revoke the login at the provider" in caplog.text
     assert "CANARY" not in caplog.text
+
+
+async def test_logout_of_an_unreadable_login_still_removes_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "auth.json").write_text("{not json")
+    (home / "auth.json").chmod(0o600)
+    config = OAuthConfig(
+        "http://127.0.0.1:9/token",
+        "my-app",
+        dialect="rfc6749",
+        revocation_url="http://127.0.0.1:9/revoke",
+    )
+    async with AuthManager(FileAuthStore(home), config) as manager:
+        assert await manager.logout() is True
+    assert not (home / "auth.json").exists()
+    assert "Could not read the login to revoke it at the provider" in caplog.text
