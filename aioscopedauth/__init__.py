@@ -33,10 +33,11 @@ if TYPE_CHECKING:
         RefreshContext,
         RefreshReason,
     )
+    from ._grants import DeviceCode
     from ._jwt import IdTokenInfo, PlanType, decode_jwt_payload, jwt_expiration
     from ._manager import AuthChange, AuthChanges, AuthManager
     from ._middleware import AuthMiddleware, RecoveryEvent
-    from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, TokenData
+    from ._model import AccountIdentity, Auth, AuthDotJson, AuthMode, ProviderLogin, TokenData
     from ._oauth import OAuthConfig
     from ._recovery import RecoveryStep, RecoveryTarget, UnauthorizedRecovery
     from ._storage import (
@@ -71,6 +72,7 @@ __all__ = [
     "CommandError",
     "CommitResult",
     "ConfigError",
+    "DeviceCode",
     "ExternalAuthTokens",
     "ExternalRefresher",
     "FileAuthStore",
@@ -85,6 +87,7 @@ __all__ = [
     "PlanType",
     "ProviderAuthCommand",
     "ProviderInfo",
+    "ProviderLogin",
     "RecoveryEvent",
     "RecoveryStep",
     "RecoveryTarget",
@@ -130,6 +133,7 @@ _LAZY: dict[str, str] = {
     "CommandError": "_errors",
     "CommitResult": "_commit",
     "ConfigError": "_errors",
+    "DeviceCode": "_grants",
     "ExternalAuthTokens": "_external",
     "ExternalRefresher": "_external",
     "FileAuthStore": "_storage",
@@ -144,6 +148,7 @@ _LAZY: dict[str, str] = {
     "PlanType": "_jwt",
     "ProviderAuthCommand": "_command",
     "ProviderInfo": "_config",
+    "ProviderLogin": "_model",
     "RecoveryEvent": "_middleware",
     "RecoveryStep": "_recovery",
     "RecoveryTarget": "_recovery",

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
-    from ._model import AuthDotJson
+    from ._model import AuthDotJson, TokenData
 
 __all__ = [
     "CODEX_AUTH_LOCK",
@@ -54,6 +54,7 @@ __all__ = [
     "make_private_dir",
     "refreshed_payload",
     "run_in_thread",
+    "spend_key",
 ]
 
 CODEX_AUTH_LOCK = "auth.lock"
@@ -104,9 +105,18 @@ def refreshed_payload(
     """
     if current is None or current.tokens is None:
         return current
-    if current.tokens.refresh_token != spent_refresh_token:
+    if spend_key(current.tokens) != spent_refresh_token:
         return current
     return merge(current)
+
+
+def spend_key(tokens: TokenData) -> str:
+    """What a refresh spends, as the commit compares it: the refresh token.
+
+    A login without one (a client's own, RFC 6749 §4.4.3) is minted again instead; the
+    access token it replaces stands in, so a commit still never overwrites newer tokens.
+    """
+    return tokens.refresh_token or tokens.access_token
 
 
 def _describe_os_error(exc: OSError) -> str:

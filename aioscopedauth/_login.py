@@ -91,7 +91,11 @@ async def logout(cell: SnapshotCell, reader: StoreReader) -> bool:
 def restriction_violation(
     auth: Auth, method: ForcedLoginMethod | None, workspace: str | None
 ) -> str | None:
-    """Return the reference's message for a login that breaks a restriction, else ``None``."""
+    """Return the reference's message for a login that breaks a restriction, else ``None``.
+
+    The restrictions are Codex's (an API key or a ChatGPT login, a ChatGPT workspace): a
+    standard provider's login (``AuthMode.OAUTH``) breaks neither.
+    """
     if method == "api" and auth.mode.is_chatgpt:
         return "API key login is required, but ChatGPT is currently being used. Logging out."
     if method == "chatgpt" and auth.mode is AuthMode.API_KEY:
@@ -99,7 +103,8 @@ def restriction_violation(
     if workspace is None or not auth.mode.is_chatgpt:
         return None
     tokens = None if auth.data is None else auth.data.tokens
-    actual = None if tokens is None else tokens.id_token.chatgpt_account_id
+    id_token = None if tokens is None else tokens.id_token
+    actual = None if id_token is None else id_token.chatgpt_account_id
     if actual is None:
         return (
             f"Login is restricted to workspace {workspace}, but current credentials lack a "

@@ -26,11 +26,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ACCOUNT_HEADER",
     "FEDRAMP_HEADER",
+    "OAUTH_FIELD",
     "UNSENDABLE",
     "AccountIdentity",
     "Auth",
     "AuthDotJson",
     "AuthMode",
+    "LoginGrant",
+    "ProviderLogin",
     "TokenData",
     "format_rfc3339",
     "parse_rfc3339",
@@ -42,6 +45,8 @@ FEDRAMP_HEADER = "X-OpenAI-Fedramp"
 PAT_FIELD = "personal_access_token"
 EXPIRES_AT_FIELD = "expires_at"
 """``tokens.expires_at``: the access token's absolute expiry, written for standard providers."""
+OAUTH_FIELD = "oauth"
+"""The top-level object naming a standard login's provider, client, subject and grant."""
 
 _TOP_KEYS = ("auth_mode", "OPENAI_API_KEY", "tokens", "last_refresh")
 _TOKEN_KEYS = ("id_token", "access_token", "refresh_token", "account_id")
@@ -76,6 +81,13 @@ class AuthMode(enum.Enum):
     """Amazon Bedrock access keys (Codex's app server)."""
     HEADERS = "headers"
     """Caller-supplied request headers (named by Codex's protocol schema)."""
+    OAUTH = "oauth"
+    """A login at a standard OAuth 2.0 / OpenID provider (RFC 6749), refreshed by this library.
+
+    Codex does not know this mode: it keeps such a file as it is and reports the mode as
+    unknown. The top-level ``oauth`` object names the provider, the client, the subject and
+    the grant (:attr:`AuthDotJson.provider_login`); an id token is optional.
+    """
 
     @classmethod
     def _missing_(cls, value: object) -> AuthMode | None:
@@ -113,6 +125,14 @@ class AuthMode(enum.Enum):
         """Whether this is one of the two ChatGPT token modes."""
         return self in (AuthMode.CHATGPT, AuthMode.CHATGPT_AUTH_TOKENS)
 
+    @property
+    def is_refreshable(self) -> bool:
+        """Whether a login of this mode has tokens this library refreshes (or asks a host for).
+
+        The two ChatGPT modes and ``OAUTH``.
+        """
+        return self.is_chatgpt or self is AuthMode.OAUTH
+
 
 _UNKNOWN_MODES: dict[str, AuthMode] = {}
 _UNKNOWN_LOCK = threading.Lock()
@@ -123,6 +143,7 @@ _SENDABLE_MODES = frozenset(
         AuthMode.CHATGPT_AUTH_TOKENS,
         AuthMode.BEARER,
         AuthMode.PERSONAL_ACCESS_TOKEN,
+        AuthMode.OAUTH,
     }
 )
 
@@ -223,17 +244,19 @@ def _extra(obj: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
 
 @attrs.frozen
 class TokenData:
-    """The OAuth tokens of a ChatGPT login.
+    """The OAuth tokens of a login (ChatGPT's, or a standard provider's).
 
     Attributes:
-        id_token: The parsed id token (its raw JWT is kept verbatim).
+        id_token: The parsed id token (its raw JWT is kept verbatim); ``None`` for a standard
+            login without one (the key is then left out of the stored ``tokens``). A ChatGPT
+            login always has one (:meth:`AuthDotJson.validate`).
         access_token: The bearer sent to the API. Never shown in ``repr``.
         refresh_token: Spent to get new tokens; may be ``""`` for host-supplied tokens.
         account_id: The ChatGPT workspace (account) id, sent as the account header.
         extra: Fields of the stored ``tokens`` object that this version does not know.
     """
 
-    id_token: IdTokenInfo
+    id_token: IdTokenInfo | None
     access_token: str = attrs.field(repr=False)
     refresh_token: str = attrs.field(repr=False)
     account_id: str | None = None
@@ -249,23 +272,27 @@ class TokenData:
         Returns:
             The tokens.
 
+        An absent ``id_token`` is ``None`` here (a standard login may have none); a ChatGPT
+        payload without one is refused by :meth:`AuthDotJson.validate`.
+
         Raises:
             AuthDataError: A field is missing or has the wrong type, or the id token is no JWT.
         """
         if not isinstance(obj, dict):
             msg = "tokens must be a JSON object"
             raise AuthDataError(msg)
-        id_token = _str_field(obj, "id_token", "tokens", required=True)
+        id_token = _str_field(obj, "id_token", "tokens", required=False)
         access = _str_field(obj, "access_token", "tokens", required=True, header=True)
         refresh = _str_field(obj, "refresh_token", "tokens", required=True)
-        assert id_token is not None  # noqa: S101 -- required=True never returns None
         assert access is not None  # noqa: S101 -- required=True never returns None
         assert refresh is not None  # noqa: S101 -- required=True never returns None
-        try:
-            info = IdTokenInfo.parse(id_token)
-        except AuthDataError as exc:
-            msg = f"tokens.id_token: {exc}"
-            raise AuthDataError(msg) from exc
+        info = None
+        if id_token is not None:
+            try:
+                info = IdTokenInfo.parse(id_token)
+            except AuthDataError as exc:
+                msg = f"tokens.id_token: {exc}"
+                raise AuthDataError(msg) from exc
         return cls(
             id_token=info,
             access_token=access,
@@ -298,14 +325,80 @@ class TokenData:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON object, in Codex's field order, unknown fields last."""
-        out: dict[str, Any] = {
-            "id_token": self.id_token.raw_jwt,
-            "access_token": self.access_token,
-            "refresh_token": self.refresh_token,
-            "account_id": self.account_id,
-        }
+        """Return the JSON object, in Codex's field order, unknown fields last.
+
+        ``id_token`` is left out when there is none (never written as ``null``).
+        """
+        out: dict[str, Any] = {}
+        if self.id_token is not None:
+            out["id_token"] = self.id_token.raw_jwt
+        out["access_token"] = self.access_token
+        out["refresh_token"] = self.refresh_token
+        out["account_id"] = self.account_id
         out.update(self.extra)
+        return out
+
+
+LoginGrant = Literal["authorization_code", "device_code", "refresh_token", "client_credentials"]
+"""How a standard login was made (``oauth.grant``)."""
+_GRANTS: tuple[LoginGrant, ...] = (
+    "authorization_code",
+    "device_code",
+    "refresh_token",
+    "client_credentials",
+)
+
+
+@attrs.frozen
+class ProviderLogin:
+    """Whose login a standard (``AuthMode.OAUTH``) payload holds: the top-level ``oauth``.
+
+    Two logins are the same login when these are equal, so a refresh never adopts another
+    user's (or another client's, or another provider's) tokens from a shared store.
+
+    Attributes:
+        issuer: The provider's issuer (from discovery), else its token endpoint.
+        client_id: The OAuth client.
+        subject: The user (``sub``, from the id token) when known; ``None`` for a client's own
+            login and when the provider gave no id token.
+        grant: How the login was made; ``"client_credentials"`` is re-minted, not refreshed.
+    """
+
+    issuer: str
+    client_id: str
+    subject: str | None = None
+    grant: Literal["authorization_code", "device_code", "refresh_token", "client_credentials"] = (
+        "authorization_code"
+    )
+
+    @classmethod
+    def from_dict(cls, obj: object) -> ProviderLogin:
+        """Parse the ``oauth`` object.
+
+        Raises:
+            AuthDataError: It is not an object with string ``issuer`` and ``client_id`` (and a
+                string ``sub`` and a known ``grant`` when present).
+        """
+        if not isinstance(obj, dict):
+            msg = f"{OAUTH_FIELD} must be a JSON object"
+            raise AuthDataError(msg)
+        issuer = _str_field(obj, "issuer", OAUTH_FIELD, required=True)
+        client_id = _str_field(obj, "client_id", OAUTH_FIELD, required=True)
+        subject = _str_field(obj, "sub", OAUTH_FIELD, required=False)
+        grant = obj.get("grant", "authorization_code")
+        if grant not in _GRANTS:
+            msg = f"{OAUTH_FIELD}.grant must be one of {', '.join(_GRANTS)}"
+            raise AuthDataError(msg)
+        assert issuer is not None  # noqa: S101 -- required=True never returns None
+        assert client_id is not None  # noqa: S101 -- required=True never returns None
+        return cls(issuer, client_id, subject, grant)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON object (``sub`` left out when unknown)."""
+        out: dict[str, Any] = {"issuer": self.issuer, "client_id": self.client_id}
+        if self.subject is not None:
+            out["sub"] = self.subject
+        out["grant"] = self.grant
         return out
 
 
@@ -356,6 +449,17 @@ class AuthDotJson:
         if self.openai_api_key is not None:
             return AuthMode.API_KEY
         return AuthMode.CHATGPT
+
+    @property
+    def provider_login(self) -> ProviderLogin | None:
+        """Whose standard login this is (the top-level ``oauth`` object), if the payload has one."""
+        value = self.extra.get(OAUTH_FIELD)
+        if value is None:
+            return None
+        try:
+            return ProviderLogin.from_dict(value)
+        except AuthDataError:
+            return None  # refused by validate() for an OAUTH payload; ignored otherwise
 
     @property
     def personal_access_token(self) -> str | None:
@@ -446,10 +550,19 @@ class AuthDotJson:
         """Check the rules that tie the mode to the rest of the payload.
 
         Raises:
-            AuthDataError: API-key mode without a key ("API key auth is missing a key.").
+            AuthDataError: API-key mode without a key ("API key auth is missing a key."); a
+                ChatGPT login whose tokens have no id token; a standard login without a
+                valid ``oauth`` object.
         """
-        if self.resolved_mode is AuthMode.API_KEY and self.openai_api_key is None:
+        mode = self.resolved_mode
+        if mode is AuthMode.API_KEY and self.openai_api_key is None:
             msg = "API key auth is missing a key."
+            raise AuthDataError(msg)
+        if mode is AuthMode.OAUTH:
+            ProviderLogin.from_dict(self.extra.get(OAUTH_FIELD))
+        elif mode.is_chatgpt and self.tokens is not None and self.tokens.id_token is None:
+            # Codex needs one in every ChatGPT login; only a standard login may lack it.
+            msg = "tokens.id_token is missing"
             raise AuthDataError(msg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -533,6 +646,53 @@ class AuthDotJson:
                 extra[EXPIRES_AT_FIELD] = format_rfc3339(expires_at)
             new_tokens = attrs.evolve(new_tokens, extra=extra)
         return attrs.evolve(self, tokens=new_tokens, last_refresh=now, last_refresh_text=None)
+
+    @classmethod
+    def for_provider_login(  # noqa: PLR0913 -- the login's parts, named
+        cls,
+        login: ProviderLogin,
+        *,
+        access_token: str,
+        refresh_token: str | None,
+        id_token: str | None,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> AuthDotJson:
+        """Return the payload a standard login writes (``auth_mode: "oauth"``).
+
+        Args:
+            login: The provider, client, subject and grant.
+            access_token: The access token.
+            refresh_token: The refresh token (``None``: a client's own login, stored as ``""``).
+            id_token: The raw id token, if the provider gave one.
+            expires_at: The access token's expiry, if known (``tokens.expires_at``).
+            now: The login time (``last_refresh``).
+
+        Returns:
+            The payload.
+
+        Raises:
+            AuthDataError: The access token cannot be sent as a header, or the id token is not
+                a JWT.
+        """
+        if not is_header_safe(access_token):
+            msg = f"the provider's access token {UNSENDABLE}"
+            raise AuthDataError(msg)
+        extra: dict[str, Any] = {}
+        if expires_at is not None:
+            extra[EXPIRES_AT_FIELD] = format_rfc3339(expires_at)
+        tokens = TokenData(
+            None if id_token is None else IdTokenInfo.parse(id_token),
+            access_token,
+            refresh_token or "",
+            extra=extra,
+        )
+        return cls(
+            auth_mode=AuthMode.OAUTH,
+            tokens=tokens,
+            last_refresh=now,
+            extra={OAUTH_FIELD: login.to_dict()},
+        )
 
     @classmethod
     def for_api_key(cls, key: str) -> AuthDotJson:
@@ -624,7 +784,8 @@ class Auth:
         if not mode.can_send:
             return cls(mode, "", None, data, account_header)
         if data.tokens is None:
-            msg = "ChatGPT auth has no tokens. Log in again."
+            who = "OAuth" if mode is AuthMode.OAUTH else "ChatGPT"
+            msg = f"{who} auth has no tokens. Log in again."
             raise AuthDataError(msg)
         return cls(mode, data.tokens.access_token, data.tokens.account_id, data, account_header)
 
@@ -633,7 +794,7 @@ class Auth:
         """The account's email, from the id token (from whoami for a personal access token)."""
         if self.identity is not None:
             return self.identity.email
-        if self.data is None or self.data.tokens is None:
+        if self.data is None or self.data.tokens is None or self.data.tokens.id_token is None:
             return None
         return self.data.tokens.id_token.email
 
@@ -646,6 +807,8 @@ class Auth:
         if self.mode is AuthMode.PERSONAL_ACCESS_TOKEN:
             return None if self.identity is None else self.identity.plan_type
         if not self.mode.is_chatgpt or self.data is None or self.data.tokens is None:
+            return None
+        if self.data.tokens.id_token is None:
             return None
         return self.data.tokens.id_token.plan_type
 

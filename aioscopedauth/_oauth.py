@@ -46,6 +46,7 @@ __all__ = [
     "WHOAMI_PATH",
     "OAuthConfig",
     "TokenResponse",
+    "absolute_expiry",
     "classify_refresh_failure",
     "extract_error_code",
     "is_stale",
@@ -143,6 +144,8 @@ class OAuthConfig:
         device_authorization_url: The device authorization endpoint (RFC 8628), if any.
         authorization_url: The authorization endpoint (browser logins), if any.
         revocation_url: The revocation endpoint (RFC 7009), if any.
+        issuer: The provider's issuer (set by :meth:`discover`). A standard login stores it
+            (else ``token_url``) to tell the provider's logins from another's.
         dialect: ``"codex"`` or ``"rfc6749"`` (see above). A client secret or a
             ``client_auth`` other than ``"none"`` needs ``"rfc6749"``.
         account_header: The request header that carries the account id.
@@ -182,6 +185,7 @@ class OAuthConfig:
     authorization_url: str | None = attrs.field(default=None, kw_only=True)
     revocation_url: str | None = attrs.field(default=None, kw_only=True)
     dialect: Dialect = attrs.field(default="codex", kw_only=True)
+    issuer: str | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         """Refuse impossible combinations with a :class:`ConfigError` that says what to change.
@@ -271,6 +275,7 @@ class OAuthConfig:
             metadata, client_secret=client_secret, client_auth=overrides.get("client_auth")
         )
         fields.update(overrides)
+        fields.setdefault("issuer", metadata.get("issuer", issuer))
         return cls(
             fields.pop("token_url"),
             client_id,
@@ -395,12 +400,16 @@ def _lifetime(auth: Auth) -> tuple[datetime | None, timedelta | None]:
     return exp, exp - issued
 
 
+_PROACTIVE = frozenset({AuthMode.CHATGPT, AuthMode.OAUTH})
+"""The modes refreshed before they expire: the managed logins (host tokens only after a 401)."""
+
+
 def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
     """Return when a snapshot becomes due for a proactive refresh (reference §2.5).
 
-    Only managed ChatGPT auth is ever refreshed proactively. A login that stores its access
-    token's expiry (``tokens.expires_at``, a standard provider's) is due by that, opaque token
-    or not; else by the access token's ``exp``.
+    Only managed logins (ChatGPT's, and a standard provider's) are refreshed proactively. A
+    login that stores its access token's expiry (``tokens.expires_at``, a standard
+    provider's) is due by that, opaque token or not; else by the access token's ``exp``.
 
     Args:
         auth: The snapshot.
@@ -412,7 +421,7 @@ def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
         ``last_refresh`` plus ``max_age``; ``None`` when it is never refreshed proactively.
         Dates at the ends of the calendar saturate (due at once, or never) instead of raising.
     """
-    if auth.mode is not AuthMode.CHATGPT or auth.data is None or auth.data.tokens is None:
+    if auth.mode not in _PROACTIVE or auth.data is None or auth.data.tokens is None:
         return None
     exp, lifetime = _lifetime(auth)
     if exp is not None:
@@ -430,6 +439,23 @@ def stale_at(auth: Auth, config: OAuthConfig) -> datetime | None:
         return refreshed + config.max_age
     except OverflowError:
         return None  # a last_refresh at the end of the calendar: never due by age
+
+
+def absolute_expiry(sent: datetime, expires_in: float) -> datetime:
+    """When an access token granted ``expires_in`` seconds by a request sent at ``sent`` dies.
+
+    Providers count whole seconds: a token issued at 10.9 s for 2 s has ``iat`` 10 and ``exp``
+    12, so it lives 1.1 s. A second is taken off (half the lifetime when it is shorter than
+    two seconds), so the expiry kept is never later than the provider's.
+
+    Args:
+        sent: When the token request was sent (before the POST).
+        expires_in: The answer's ``expires_in``.
+
+    Returns:
+        The instant to treat as the access token's expiry.
+    """
+    return sent + timedelta(seconds=expires_in - min(1.0, expires_in / 2))
 
 
 DEFAULT_REFRESH_GAP = 5.0

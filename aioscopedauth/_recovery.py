@@ -154,7 +154,7 @@ class UnauthorizedRecovery:
             return "recovery_exhausted" if self._step == "done" else "ready"
         cached = manager.auth_cached()
         if cached is None or not (
-            cached.mode.is_chatgpt or cached.mode is AuthMode.PERSONAL_ACCESS_TOKEN
+            cached.mode.is_refreshable or cached.mode is AuthMode.PERSONAL_ACCESS_TOKEN
         ):
             return "not_chatgpt_auth"
         if self._mode == "external" and manager.external_auth is None:

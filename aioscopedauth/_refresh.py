@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import aiohttp
 import attrs
 
-from ._commit import refreshed_payload
+from ._commit import refreshed_payload, spend_key
 from ._dialect import request_token_refresh
 from ._errors import (
     AuthDataError,
@@ -39,10 +39,11 @@ from ._errors import (
     TransientRefreshError,
 )
 from ._external import ExternalAuthTokens, RefreshContext, auth_data_from_external_tokens
+from ._grants import request_client_credentials
 from ._jwt import jwt_expiration
 from ._loader import retrieve_exception
 from ._model import Auth, AuthMode
-from ._oauth import ACCOUNT_MISMATCH_MESSAGE, min_refresh_gap, stale_at
+from ._oauth import ACCOUNT_MISMATCH_MESSAGE, absolute_expiry, min_refresh_gap, stale_at
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -63,6 +64,8 @@ __all__ = [
     "Verdict",
     "call_source",
     "describe",
+    "login_identity",
+    "merged_expiry",
     "verdict",
 ]
 
@@ -140,14 +143,30 @@ def verdict(expected: Auth, stored: Auth | None, current: Auth | None, phase: Ph
 
 
 def same_login(stored: Auth | None, expected: Auth) -> bool:
-    """Whether ``stored`` is a ChatGPT login of the account ``expected`` belongs to."""
-    return (
-        stored is not None and stored.mode.is_chatgpt and stored.account_id == expected.account_id
-    )
+    """Whether ``stored`` is the login ``expected`` belongs to (newer tokens, perhaps).
+
+    A ChatGPT login: the same account. A standard login: the same provider, client and
+    subject (:func:`login_identity`), since every standard login's account id is ``None``.
+    """
+    if stored is None:
+        return False
+    if expected.mode is AuthMode.OAUTH or stored.mode is AuthMode.OAUTH:
+        return stored.mode is expected.mode and login_identity(stored) == login_identity(expected)
+    return stored.mode.is_chatgpt and stored.account_id == expected.account_id
 
 
-def may_adopt(stored: Auth, expected_account: str | None) -> bool:
+def login_identity(auth: Auth) -> tuple[str, str, str | None, bool] | None:
+    """Who a standard login is: (issuer, client id, subject, a client's own login), if stored."""
+    login = None if auth.data is None else auth.data.provider_login
+    if login is None:
+        return None
+    return (login.issuer, login.client_id, login.subject, login.grant == "client_credentials")
+
+
+def may_adopt(stored: Auth, expected_account: str | None, rejected: Auth | None = None) -> bool:
     """Whether recovery's reload may adopt ``stored`` for a login of ``expected_account``."""
+    if AuthMode.OAUTH in (stored.mode, None if rejected is None else rejected.mode):
+        return rejected is not None and same_login(stored, rejected)
     if stored.mode is AuthMode.PERSONAL_ACCESS_TOKEN:
         # A new token on disk is adopted; its account (or the rejected one's) may be unknown
         # when whoami failed, and an unknown account is no evidence of another account.
@@ -185,6 +204,40 @@ def _skip_other_account(stored: Auth | None) -> None:
 
 def _mismatch() -> RefreshTokenFailedError:
     return RefreshTokenFailedError(RefreshFailureReason.OTHER, ACCOUNT_MISMATCH_MESSAGE)
+
+
+def merged_expiry(
+    answer: TokenResponse, sent: datetime, *, standard: bool
+) -> datetime | Literal["keep"] | None:
+    """The ``tokens.expires_at`` a refresh's answer leaves in the stored login.
+
+    Codex's dialect keeps what is stored (Codex ignores ``expires_in``). A standard answer with
+    a new access token sets ``sent + expires_in`` less the whole-second slack
+    (:func:`absolute_expiry`; ``sent`` is taken before the request, so the expiry is never
+    later than the provider's), or drops the stored one, the old token's, when
+    the answer names no lifetime; an answer without a new access token keeps it.
+    """
+    if not standard or answer.access_token is None:
+        return "keep"
+    if answer.expires_in is None:
+        return None
+    return absolute_expiry(sent, answer.expires_in)
+
+
+async def _request(
+    session: aiohttp.ClientSession, config: OAuthConfig, expected: Auth, refresh_token: str
+) -> TokenResponse:
+    """Spend the login's grant: its refresh token, or a client's own credentials again."""
+    login = None if expected.data is None else expected.data.provider_login
+    if (
+        expected.mode is AuthMode.OAUTH
+        and login is not None
+        and login.grant == "client_credentials"
+    ):
+        # No refresh token (RFC 6749 §4.4.3): the token is minted again, as single-flight as a
+        # refresh.
+        return await request_client_credentials(session, config)
+    return await request_token_refresh(session, config, refresh_token)
 
 
 # -- freshness --------------------------------------------------------------------------------
@@ -259,6 +312,10 @@ class Freshness:
 def _expiry(auth: Auth) -> float | None:
     if auth.data is None or auth.data.tokens is None:
         return None
+    stored = auth.data.tokens.expires_at
+    if stored is not None:
+        # A standard login's expiry, from the answer's expires_in: opaque tokens have no exp.
+        return stored.timestamp()
     try:
         exp = jwt_expiration(auth.data.tokens.access_token)
     except AuthDataError:
@@ -443,6 +500,7 @@ class RefreshCoordinator:
             and current is not None
             and current != rejected
             and current.account_id == expected_account
+            and (rejected.mode is not AuthMode.OAUTH or same_login(current, rejected))
         ):
             return True
         if rejected is not None and self.running_for(rejected):
@@ -453,7 +511,7 @@ class RefreshCoordinator:
         stored, version = await self.reader.load_coalesced()
         if cell.version != version:
             stored = cell.snapshot  # changed while we read: newer than what we read
-        if stored is None or not may_adopt(stored, expected_account):
+        if stored is None or not may_adopt(stored, expected_account, rejected or current):
             _skip_other_account(stored)
             raise _mismatch()
         changed = cell.set(stored, "reload")
@@ -542,11 +600,13 @@ class RefreshCoordinator:
         if data is None or data.tokens is None:
             msg = "Token data is not available."
             raise TransientRefreshError(msg)
-        spent = data.tokens.refresh_token
-        answer = await self._post(expected, spent)
+        # The CAS key; a client's own login has no refresh token, its access token stands in.
+        spent = spend_key(data.tokens)
+        sent = _now()  # before the POST: the lifetime runs from when the endpoint answered
+        answer = await self._post(expected, data.tokens.refresh_token)
         if answer is None:
             return True  # someone else's tokens were adopted
-        merge = self._merger(answer)
+        merge = self._merger(answer, sent, standard=self.oauth.is_standard)
         try:
             merged = merge(data)
         except AuthDataError as exc:
@@ -565,7 +625,7 @@ class RefreshCoordinator:
         """
         logger.info("Refreshing token")
         try:
-            answer = await request_token_refresh(self.session.get(), self.oauth, spent)
+            answer = await _request(self.session.get(), self.oauth, expected, spent)
         except RefreshTokenFailedError as exc:
             # Final only after a look at the store: whoever spent the token first (another of
             # our processes, or Codex, which spends before it locks) may be about to save.
@@ -588,13 +648,18 @@ class RefreshCoordinator:
         return answer
 
     @staticmethod
-    def _merger(answer: TokenResponse) -> Callable[[AuthDotJson], AuthDotJson]:
+    def _merger(
+        answer: TokenResponse, sent: datetime, *, standard: bool
+    ) -> Callable[[AuthDotJson], AuthDotJson]:
+        expires_at = merged_expiry(answer, sent, standard=standard)
+
         def merge(stored: AuthDotJson) -> AuthDotJson:
             return stored.with_refreshed_tokens(
                 id_token=answer.id_token,
                 access_token=answer.access_token,
                 refresh_token=answer.refresh_token,
                 now=_now(),
+                expires_at=expires_at,
             )
 
         return merge

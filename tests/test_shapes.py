@@ -91,6 +91,7 @@ def test_known_modes_and_what_can_be_sent() -> None:
         "bedrockApiKey",
         "bedrockAccessKeys",
         "headers",
+        "oauth",
     ]
     assert all(m.is_known for m in AuthMode)
     assert {m for m in AuthMode if m.can_send} == {
@@ -99,8 +100,14 @@ def test_known_modes_and_what_can_be_sent() -> None:
         AuthMode.CHATGPT_AUTH_TOKENS,
         AuthMode.BEARER,
         AuthMode.PERSONAL_ACCESS_TOKEN,
+        AuthMode.OAUTH,
     }
     assert {m for m in AuthMode if m.is_chatgpt} == {AuthMode.CHATGPT, AuthMode.CHATGPT_AUTH_TOKENS}
+    assert {m for m in AuthMode if m.is_refreshable} == {
+        AuthMode.CHATGPT,
+        AuthMode.CHATGPT_AUTH_TOKENS,
+        AuthMode.OAUTH,
+    }
 
 
 @pytest.mark.parametrize("value", [3, True, [], {}])

@@ -195,6 +195,20 @@ class OidcProvider:
         assert location is not None, "the provider never sent the browser back"
         return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
+    async def open_in_browser(
+        self, url: str, *, account: str = "alice", deny: bool = False
+    ) -> tuple[int, str]:
+        """Play the browser a login opens: log in, consent, land on the app's loopback page.
+
+        Returns:
+            The status and text of the page the app's redirect URI answered.
+        """
+        async with _browser() as http:
+            location = await _follow(http, url, account=account, deny=deny, stop=REDIRECT_URI)
+            assert location is not None, "the provider never sent the browser back"
+            async with http.get(location) as response:
+                return response.status, await response.text()
+
     async def code_login(
         self,
         client_id: str = NATIVE,
