@@ -51,6 +51,7 @@ async def test_status_shows_the_account_without_secrets(home: Path) -> None:
     assert "access token  expires 2030-03-17T17:46:40Z" in out
     assert "last refresh  2026-03-31T18:02:11.123456Z" in out
     assert golden.tokens is not None
+    assert golden.tokens.id_token is not None
     for secret in (
         golden.tokens.access_token,
         golden.tokens.refresh_token,

@@ -593,6 +593,7 @@ async def test_external_chatgpt_auth_manager_refresh_persists_ephemeral_auth(hom
     assert auth.account_id == "org_refreshed"
     assert auth.data is not None
     assert auth.data.tokens is not None
+    assert auth.data.tokens.id_token is not None
     assert auth.data.tokens.id_token.chatgpt_account_id == "org_refreshed"
     assert auth.plan_type == PlanType.BUSINESS
     assert auth.token == new_access

@@ -38,6 +38,7 @@ def test_golden_chatgpt_fields() -> None:
     assert data.tokens is not None
     assert data.tokens.account_id == "org-golden"
     assert data.tokens.refresh_token == "rt-golden"
+    assert data.tokens.id_token is not None
     assert data.tokens.id_token.chatgpt_account_id == "org-golden"
     assert data.last_refresh == datetime(2026, 3, 31, 18, 2, 11, 123456, tzinfo=UTC)
     # Nanoseconds we cannot hold are still written back as read.
@@ -54,6 +55,7 @@ def test_pro_account_with_no_api_key_uses_chatgpt_auth() -> None:
     assert auth.account_id is None
     assert auth.plan_type == PlanType.PRO
     assert data.tokens is not None
+    assert data.tokens.id_token is not None
     assert data.tokens.id_token == IdTokenInfo(
         email="user@example.com",
         chatgpt_plan_type=PlanType.PRO,
@@ -128,11 +130,13 @@ def test_refresh_without_id_token_keeps_old_id_token() -> None:
     # Reference checklist 1.
     data = chatgpt_auth(refresh_token="old-refresh")
     assert data.tokens is not None
+    assert data.tokens.id_token is not None
     old_id = data.tokens.id_token.raw_jwt
     merged = data.with_refreshed_tokens(
         id_token=None, access_token="new-access", refresh_token="new-refresh", now=datetime.now(UTC)
     )
     assert merged.tokens is not None
+    assert merged.tokens.id_token is not None
     assert merged.tokens.id_token.raw_jwt == old_id
     assert merged.tokens.access_token == "new-access"
     assert merged.tokens.refresh_token == "new-refresh"
@@ -148,6 +152,7 @@ def test_refresh_keeps_refresh_token_when_none_returned_and_never_changes_accoun
     assert merged.tokens is not None
     assert merged.tokens.refresh_token == "keep-me"
     assert merged.tokens.account_id == "acct-1"
+    assert merged.tokens.id_token is not None
     assert merged.tokens.id_token.chatgpt_account_id == "acct-other"
 
 
