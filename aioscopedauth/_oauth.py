@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any, Literal
@@ -685,30 +685,55 @@ def parse_token_response(text: str) -> TokenResponse | None:
         The usable tokens and the problems of the others; ``None`` when the body is not a JSON
         object at all.
     """
+    obj = json_object(text)
+    if obj is None:
+        return None
+    values, problems, dropped = token_fields(obj)
+    return TokenResponse(
+        id_token=values["id_token"],
+        access_token=values["access_token"],
+        refresh_token=values["refresh_token"],
+        problems=problems,
+        dropped=dropped,
+    )
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object ``text`` holds, or ``None`` (not JSON, too deep, or not an object)."""
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError):
-        obj = None
-    if not isinstance(obj, dict):
         return None
+    return obj if isinstance(obj, dict) else None
+
+
+def token_fields(
+    obj: dict[str, Any], access_problem: Callable[[object], str | None] | None = None
+) -> tuple[dict[str, str | None], tuple[str, ...], tuple[str, ...]]:
+    """Keep the usable tokens of an answer: ``(values, problems, dropped)``.
+
+    Args:
+        obj: The answer's JSON object.
+        access_problem: A dialect's further check of the access token (its ``token_type``).
+
+    Returns:
+        The three tokens (``None`` where missing or unusable), the problems of the unusable
+        ones, and their names.
+    """
     values: dict[str, str | None] = {}
     problems: list[str] = []
     dropped: list[str] = []
     for key in ("id_token", "access_token", "refresh_token"):
         value = obj.get(key)
         problem = None if value is None else _token_problem(key, value)
+        if problem is None and key == "access_token" and access_problem is not None:
+            problem = access_problem(value)
         if problem is not None:
             problems.append(problem)
             dropped.append(key)
             value = None
         values[key] = value
-    return TokenResponse(
-        id_token=values["id_token"],
-        access_token=values["access_token"],
-        refresh_token=values["refresh_token"],
-        problems=tuple(problems),
-        dropped=tuple(dropped),
-    )
+    return values, tuple(problems), tuple(dropped)
 
 
 def _parse_success(text: str, status: int) -> TokenResponse:

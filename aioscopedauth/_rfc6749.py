@@ -33,8 +33,9 @@ from ._oauth import (
     TokenResponse,
     _read_capped,
     _status_text,
-    _token_problem,
+    json_object,
     scrub,
+    token_fields,
 )
 
 if TYPE_CHECKING:
@@ -185,25 +186,12 @@ def parse_standard_token_response(text: str) -> TokenResponse | None:
     Returns:
         The answer, or ``None`` when the body is not a JSON object.
     """
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):
-        obj = None
-    if not isinstance(obj, dict):
+    obj = json_object(text)
+    if obj is None:
         return None
-    values: dict[str, str | None] = {}
-    problems: list[str] = []
-    dropped: list[str] = []
-    for key in ("id_token", "access_token", "refresh_token"):
-        value = obj.get(key)
-        problem = None if value is None else _token_problem(key, value)
-        if problem is None and key == "access_token":
-            problem = _access_token_problem(value, obj.get("token_type"))
-        if problem is not None:
-            problems.append(problem)
-            dropped.append(key)
-            value = None
-        values[key] = value
+    values, problems, dropped = token_fields(
+        obj, lambda value: _access_token_problem(value, obj.get("token_type"))
+    )
     expires_in, problem = parse_expires_in(obj.get("expires_in"))
     if problem is not None:
         logger.warning(
@@ -216,8 +204,8 @@ def parse_standard_token_response(text: str) -> TokenResponse | None:
         id_token=values["id_token"],
         access_token=values["access_token"],
         refresh_token=values["refresh_token"],
-        problems=tuple(problems),
-        dropped=tuple(dropped),
+        problems=problems,
+        dropped=dropped,
         expires_in=expires_in,
         scope=scope if isinstance(scope, str) and scope.isprintable() else None,
     )
