@@ -26,15 +26,15 @@ from ._errors import (
     RefreshTokenFailedError,
     TransientRefreshError,
 )
-from ._oauth import (
+from ._token_answer import (
     MAX_ERROR_BODY,
     MAX_EXPIRES_IN,
     MAX_SUCCESS_BODY,
     TokenResponse,
-    _read_capped,
-    _status_text,
     json_object,
+    read_capped,
     scrub,
+    status_text,
     token_fields,
 )
 
@@ -327,7 +327,7 @@ def classify_standard_failure(  # noqa: PLR0913 -- keyword-only context for the 
             )
     detail = code or "no OAuth error code"
     return TransientRefreshError(
-        f"Failed to {action}: {_status_text(status)} ({detail}).{_said(description, secrets)}"
+        f"Failed to {action}: {status_text(status)} ({detail}).{_said(description, secrets)}"
         " Retry later.",
         status=status,
     )
@@ -383,7 +383,7 @@ async def post_form(  # noqa: PLR0913 -- keyword-only context for the messages
         ) as response:
             status = response.status
             ok = 200 <= status < 300  # noqa: PLR2004 -- the 2xx range, by definition
-            raw = await _read_capped(response, MAX_SUCCESS_BODY if ok else MAX_ERROR_BODY)
+            raw = await read_capped(response, MAX_SUCCESS_BODY if ok else MAX_ERROR_BODY)
     except TimeoutError:
         msg = f"Failed to {action}: {url} did not answer within {config.timeout:g} s. Retry later."
         raise TransientRefreshError(msg) from None
@@ -459,7 +459,7 @@ async def request_refresh(
         return parse_success(text, status, action)
     logger.debug(
         "Token endpoint refused the refresh: %s: %s",
-        _status_text(status),
+        status_text(status),
         scrub(text, hidden_values(config, [refresh_token])),
     )
     raise classify_standard_failure(status, text, config=config, secrets=[refresh_token])
