@@ -9,16 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from ._errors import ConfigError
+from ._errors import ConfigError, LoginRestrictionError, StorageError
 from ._external import ExternalAuthTokens, auth_data_from_external_tokens
 from ._model import UNSENDABLE, Auth, AuthDotJson, AuthMode, is_header_safe
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ._loader import StoreReader
     from ._snapshot import SnapshotCell
 
 __all__ = [
     "ForcedLoginMethod",
+    "enforce_restrictions",
     "login_with_api_key",
     "login_with_tokens",
     "logout",
@@ -86,6 +89,30 @@ async def logout(cell: SnapshotCell, reader: StoreReader) -> bool:
         cell.loaded = True
         cell.set(new, "logout")
     return removed
+
+
+async def enforce_restrictions(
+    auth: Auth | None,
+    method: ForcedLoginMethod | None,
+    workspace: str | None,
+    *,
+    logout: Callable[[], Awaitable[bool]],
+) -> None:
+    """Log out (with ``logout``) when ``auth`` breaks the forced method or workspace.
+
+    Raises:
+        LoginRestrictionError: It did; the message says which rule (reference §2.4).
+    """
+    if auth is None:
+        return
+    message = restriction_violation(auth, method, workspace)
+    if message is None:
+        return
+    try:
+        await logout()
+    except StorageError as exc:
+        message = f"{message}. Failed to remove auth.json: {exc}"
+    raise LoginRestrictionError(message)
 
 
 def restriction_violation(

@@ -21,18 +21,16 @@ import attrs
 from ._bearer import BearerFlight
 from ._errors import (
     ConfigError,
-    LoginRestrictionError,
-    StorageError,
     TransientRefreshError,
     UnsupportedLoginError,
 )
 from ._loader import StoreReader
 from ._login import (
     ForcedLoginMethod,
+    enforce_restrictions,
     login_with_api_key,
     login_with_tokens,
     logout,
-    restriction_violation,
 )
 from ._model import Auth, AuthMode
 from ._oauth import OAuthConfig
@@ -549,17 +547,12 @@ class AuthManager:
                 which rule (reference §2.4).
         """
         core = self._core
-        auth = await core.current()
-        if auth is None:
-            return
-        message = restriction_violation(auth, core.forced_login_method, core.forced_workspace_id)
-        if message is None:
-            return
-        try:
-            await self.logout()
-        except StorageError as exc:
-            message = f"{message}. Failed to remove auth.json: {exc}"
-        raise LoginRestrictionError(message)
+        await enforce_restrictions(
+            await core.current(),
+            core.forced_login_method,
+            core.forced_workspace_id,
+            logout=self.logout,
+        )
 
     # -- 401 recovery -----------------------------------------------------------------------
 
