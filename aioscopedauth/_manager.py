@@ -244,6 +244,10 @@ class _Shared:
     """Stops the store's change notices (stores with the optional ``watch`` method)."""
     store_reload: asyncio.Task[None] | None = None
     store_changed_again: bool = False
+    requested: tuple[Auth | None, float] | None = None
+    """(snapshot, when): the snapshot the last refresh of this process produced, and when
+    (``time.monotonic()``) its token request was sent. A 401 recovery tells from it whether
+    the token it adopted was asked for after its 401, i.e. after whatever revoked the old one."""
 
 
 class AuthManager:
@@ -414,6 +418,28 @@ class AuthManager:
     def auth_cached(self) -> Auth | None:
         """Return the cached snapshot: no I/O, no refresh (``None`` before the first load)."""
         return self._shared.snapshot
+
+    def refreshed_since(self, auth: Auth | None, moment: float) -> bool:
+        """Whether ``auth`` came from a token request this process sent at or after ``moment``.
+
+        A 401 recovery asks this about the token its refresh step produced: a token requested
+        before the 401 (a refresh already under way, which the step joined) may have been
+        revoked with the rejected one, so its rejection says nothing about the login.
+
+        Args:
+            auth: A snapshot.
+            moment: A ``time.monotonic()`` reading.
+
+        Returns:
+            ``False`` also when unknown (tokens another process saved, or an older refresh).
+        """
+        requested = self._shared.requested
+        return (
+            auth is not None
+            and requested is not None
+            and requested[0] == auth
+            and requested[1] >= moment
+        )
 
     def refresh_failure_for_auth(self, auth: Auth | None) -> RefreshTokenFailedError | None:
         """Return the permanent refresh failure recorded for exactly this snapshot, if any.
@@ -1120,6 +1146,7 @@ class AuthManager:
             raise TransientRefreshError(msg)
         spent = data.tokens.refresh_token
         logger.info("Refreshing token")
+        sent = time.monotonic()  # before the endpoint mints: see refreshed_since
         try:
             answer = await request_token_refresh(self._http(), shared.oauth, spent)
         except RefreshTokenFailedError as exc:
@@ -1172,13 +1199,15 @@ class AuthManager:
                 "and saving them again on the next refresh",
                 exc,
             )
-            self._set(self._auth_for(merged), "refresh")
+            shared.requested = (self._auth_for(merged), sent)
+            self._set(shared.requested[0], "refresh")
             return self._report_unusable_parts(answer)
         shared.unsaved = None
         if result.written:
             # The answer is "does the caller now have other auth", not "did this call change
             # the snapshot": a reload that read the saved file meanwhile may have set it.
-            self._set(self._auth_for(result.after), "refresh")
+            shared.requested = (self._auth_for(result.after), sent)
+            self._set(shared.requested[0], "refresh")
             return self._report_unusable_parts(answer)
         # Someone wrote the login after we read it: a logout, a new login, or another writer's
         # tokens. Theirs wins; the answer to our spent token is dropped.

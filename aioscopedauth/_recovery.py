@@ -1,14 +1,18 @@
 """``UnauthorizedRecovery``: the staged answer to a 401 (reference §4).
 
 Managed logins go ``reload`` (adopt what another process saved, if it is the same account) →
-``refresh_token`` (spend the refresh token) → ``done``; a personal access token, which cannot
-be refreshed, goes ``reload`` (adopt a new token saved since) → ``done``. External sources
+``refresh_token`` (spend the refresh token) → ``done``; the ``refresh_token`` step runs once
+more when the token it produced was asked for before the 401 (it joined a refresh already under
+way, whose token a revocation may have killed on its way back: its rejection proves nothing
+about the login). A personal access token, which cannot be refreshed, goes ``reload`` (adopt a
+new token saved since) → ``done``. External sources
 (bearer commands and host-supplied tokens) go ``external_refresh`` → ``done``. API keys and
 missing auth never recover. The choice of step is a pure function, :func:`next_step`.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -26,6 +30,8 @@ __all__ = ["RecoveryStep", "StepName", "UnauthorizedRecovery", "next_step"]
 StepName = Literal["reload", "refresh_token", "external_refresh", "done"]
 ModeName = Literal["managed", "external"]
 NO_MORE_STEPS_MESSAGE = "No more recovery steps available."
+MAX_REFRESH_STEPS = 2
+"""``refresh_token`` runs at most this often in one recovery (the repeat: see the module)."""
 
 
 @attrs.frozen
@@ -42,7 +48,9 @@ class RecoveryStep:
     auth_state_changed: bool | None
 
 
-def next_step(mode: ModeName, step: StepName, *, refreshable: bool = True) -> StepName:
+def next_step(
+    mode: ModeName, step: StepName, *, refreshable: bool = True, conclusive: bool = True
+) -> StepName:
     """Return the step after ``step`` (the state machine, without I/O).
 
     Args:
@@ -50,11 +58,16 @@ def next_step(mode: ModeName, step: StepName, *, refreshable: bool = True) -> St
         step: The step that just succeeded.
         refreshable: ``False`` for a login that has no refresh token (a personal access
             token): a managed recovery ends after its reload.
+        conclusive: ``False`` when a ``refresh_token`` step produced a token that was asked
+            for before the 401 and may run again: a 401 to that token would not prove the
+            login unusable.
 
     Returns:
         The following step.
     """
     if mode == "managed" and step == "reload" and refreshable:
+        return "refresh_token"
+    if mode == "managed" and step == "refresh_token" and not conclusive:
         return "refresh_token"
     return "done"
 
@@ -64,7 +77,9 @@ class UnauthorizedRecovery:
 
     Get one from :meth:`AuthManager.unauthorized_recovery`. Either call :meth:`next` while
     :meth:`has_next`, or iterate: ``async for step in recovery:`` runs one step per iteration
-    and ends when none is left.
+    and ends when none is left. Calling :meth:`next` again says the auth the previous step
+    produced was rejected too; so a second ``refresh_token`` step (see the module) runs for
+    an iteration only when the auth rejected again is sent to the generator (``asend``).
 
     Args:
         manager: The manager whose auth was rejected.
@@ -77,6 +92,7 @@ class UnauthorizedRecovery:
         "_manager",
         "_mode",
         "_refreshable",
+        "_refreshes",
         "_rejected",
         "_step",
     )
@@ -96,6 +112,7 @@ class UnauthorizedRecovery:
         self._mode: ModeName = "external" if external else "managed"
         self._refreshable = basis is None or basis.mode is not AuthMode.PERSONAL_ACCESS_TOKEN
         self._step: StepName = "external_refresh" if external else "reload"
+        self._refreshes = 0
 
     @property
     def mode_name(self) -> ModeName:
@@ -150,8 +167,12 @@ class UnauthorizedRecovery:
             raise RefreshTokenFailedError(RefreshFailureReason.OTHER, NO_MORE_STEPS_MESSAGE)
         step = self._step
         manager = self._manager
+        # The 401 that brought the caller here arrived before this moment, and so did whatever
+        # revoked the rejected token: a token requested from now on was minted after it.
+        observed = time.monotonic()
         if rejected is not None:
             self._rejected = rejected
+        conclusive = True
         if step == "reload":
             try:
                 changed = await manager.reload_if_account_matches(
@@ -162,9 +183,20 @@ class UnauthorizedRecovery:
                 raise
         elif step == "refresh_token":
             changed = await manager.refresh_rejected(self._rejected)
+            self._refreshes += 1
+            # Joining a refresh that was already under way (or adopting its result) may hand
+            # us a token minted before the revocation that caused this 401, so dead too: a 401
+            # to it is no evidence against the login. One more refresh is then allowed.
+            conclusive = (
+                not changed
+                or self._refreshes >= MAX_REFRESH_STEPS
+                or manager.refreshed_since(manager.auth_cached(), observed)
+            )
         else:
             changed = await manager.refresh_external_auth(self._rejected)
-        self._step = next_step(self._mode, step, refreshable=self._refreshable)
+        self._step = next_step(
+            self._mode, step, refreshable=self._refreshable, conclusive=conclusive
+        )
         if self._mode == "managed":
             # The retry sends what the manager holds now; that is what a next 401 rejects.
             self._rejected = manager.auth_cached()
@@ -174,10 +206,14 @@ class UnauthorizedRecovery:
         """Run one step per iteration until none is left.
 
         The generator may be sent (``asend``) the auth the latest attempt carried; see
-        :meth:`next`. Close it (``aclose``) when done early.
+        :meth:`next`. Close it (``aclose``) when done early. A plain ``async for`` sends
+        nothing, so it runs each step once: a second ``refresh_token`` needs word that the
+        first one's token was rejected.
         """
         rejected: Auth | None = None
         while self.has_next():
+            if rejected is None and self._refreshes:
+                return
             rejected = yield await self.next(rejected)
 
     def __repr__(self) -> str:

@@ -88,8 +88,20 @@ async def test_revoked_token_recovers_with_one_post(
     assert [(e.mode, e.step, e.outcome, e.auth_state_changed) for e in events] == [
         ("managed", "reload", "unchanged", False),
         ("managed", "refresh_token", "changed", True),
+        ("managed", "done", "recovered", None),
     ]
     assert all(e.url == f"{server.url}/api/b" for e in events)
+    # One request's trace: which auth each send carried, what each step did, how it ended.
+    first, refresh, recovered = events
+    assert {e.request for e in events} == {1}
+    assert [(e.send, e.next_step, e.reason) for e in events] == [
+        (1, "refresh_token", ""),
+        (1, "done", ""),
+        (2, "done", ""),
+    ]
+    assert first.rejected == refresh.rejected != refresh.retry_with == recovered.rejected
+    assert len(recovered.rejected) == 8
+    assert first.retry_with == recovered.retry_with == ""
 
 
 async def test_1000_concurrent_requests_after_a_revoke(
@@ -185,8 +197,9 @@ async def test_bearer_request_is_sent_at_most_twice(
     assert status == 401
     assert server.api_hits == 2
     assert script.runs == 2
-    assert [(e.mode, e.step, e.outcome) for e in events] == [
-        ("external", "external_refresh", "changed")
+    assert [(e.mode, e.step, e.outcome, e.reason) for e in events] == [
+        ("external", "external_refresh", "changed", ""),
+        ("external", "done", "gave_up", "recovery_exhausted"),
     ]
     sent = server.last_api_request
     assert sent is not None

@@ -1,0 +1,140 @@
+"""A revocation that lands while a refresh is on its way back (issue 23).
+
+The demo failed one run of four: a burst of managed requests ended in 401 at once, the login
+fine. The token endpoint had minted a refreshed access token, the API's tokens were revoked, and
+only then did the refresh's answer reach the client: the new token was dead on arrival. The
+requests rejected with the old token had joined that refresh (it was the one running for the
+token they carried), retried with its dead token, got a second 401 and had no step left.
+
+Here the server's ``mangle_answer`` hook revokes every access token right after a refresh
+minted its own, and ``token_gate`` holds that refresh until the burst has joined it: the
+scenario happens every run, with no sleep and no timing luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+
+from aioscopedauth import AuthManager, AuthMiddleware, RecoveryEvent
+from aioscopedauth.testing import FakeAuthServer, write_auth_json
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+BURST = 20
+DEADLINE = 30.0
+"""Seconds any bounded wait of this file allows before failing (never reached when it works)."""
+
+
+async def _status(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(url) as response:
+        await response.read()
+        return response.status
+
+
+def _revoke_after_minting(server: FakeAuthServer) -> None:
+    """Revoke every access token once, right after the next refresh minted its own."""
+
+    def mangle(answer: dict[str, Any]) -> dict[str, Any]:
+        server.mangle_answer = None
+        server.revoke_access_tokens()
+        return answer
+
+    server.mangle_answer = mangle
+
+
+async def test_a_burst_that_joined_a_refresh_revoked_on_its_way_back_recovers(
+    home: Path, manager: AuthManager, server: FakeAuthServer
+) -> None:
+    write_auth_json(home, server.login())
+    events: list[RecoveryEvent] = []
+    joined = asyncio.Event()
+
+    def on_event(event: RecoveryEvent) -> None:
+        events.append(event)
+        # A request whose reload found the refresh of its token under way joins that refresh
+        # within the same turn of the event loop: once BURST have said so, all have joined.
+        reloads = sum(e.step == "reload" and e.outcome == "unchanged" for e in events)
+        if reloads == BURST:
+            joined.set()
+
+    middleware = AuthMiddleware(manager, origins=[server.url], on_event=on_event)
+    async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+        assert await _status(session, f"{server.url}/api/warm") == 200
+        # A refresh of the current token is under way (the proactive one, in the demo) and is
+        # held at the endpoint until the burst below has joined it.
+        server.token_gate = asyncio.Event()
+        refresh = asyncio.create_task(manager.refresh_token())
+        async with asyncio.timeout(DEADLINE):
+            await server.token_request_seen.wait()
+        server.revoke_access_tokens()  # the burst's token is rejected...
+        _revoke_after_minting(server)  # ...and so will be the refresh's, minted before a revoke
+        burst = [
+            asyncio.create_task(_status(session, f"{server.url}/api/{i}")) for i in range(BURST)
+        ]
+        try:
+            async with asyncio.timeout(DEADLINE):
+                await joined.wait()
+            server.token_gate.set()
+            async with asyncio.timeout(DEADLINE):
+                statuses = await asyncio.gather(*burst)
+                assert await refresh is True
+        finally:
+            server.token_gate.set()
+            for task in burst:
+                task.cancel()
+    # Every request recovered: the token they adopted was rejected, which says nothing about
+    # the login, so one more refresh ran (one for all of them) and its token worked.
+    assert statuses == [200] * BURST
+    assert server.refreshes == 2
+    assert server.token_calls == 2
+    assert server.reuse_answers == 0
+    assert not [e for e in events if e.outcome == "gave_up"]
+
+
+@pytest.mark.parametrize("burst", [1, BURST])
+async def test_a_refreshed_token_rejected_again_is_handed_back(
+    home: Path, manager: AuthManager, server: FakeAuthServer, burst: int
+) -> None:
+    # The other side of the bound: a token asked for after the 401 that is rejected too means
+    # the login is unusable here, and the 401 is handed back, with the reason recorded.
+    write_auth_json(home, server.login())
+    events: list[RecoveryEvent] = []
+    middleware = AuthMiddleware(manager, origins=[server.url], on_event=events.append)
+    server.api_always_401 = True
+    async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+        async with asyncio.timeout(DEADLINE):
+            statuses = await asyncio.gather(
+                *(_status(session, f"{server.url}/api/{i}") for i in range(burst))
+            )
+    assert statuses == [401] * burst
+    traces: dict[int, list[tuple[str, str, str]]] = {}
+    for e in events:
+        traces.setdefault(e.request, []).append((e.step, e.outcome, e.next_step))
+    assert len(traces) == burst
+    once = [
+        ("reload", "unchanged", "refresh_token"),
+        ("refresh_token", "changed", "done"),
+        ("done", "gave_up", "done"),
+    ]
+    # A request whose refresh step joined a refresh asked for before its own 401 arrived
+    # cannot tell that token from one revoked with its own: it refreshes once more.
+    twice = [
+        ("reload", "unchanged", "refresh_token"),
+        ("refresh_token", "changed", "refresh_token"),
+        ("refresh_token", "changed", "done"),
+        ("done", "gave_up", "done"),
+    ]
+    assert all(trace in (once, twice) for trace in traces.values()), traces
+    repeated = sum(trace == twice for trace in traces.values())
+    # One refresh for the burst, and one more (single flight) if any request repeated.
+    assert server.token_calls == 1 + (repeated > 0)
+    assert server.api_hits == sum(len(trace) - 1 for trace in traces.values())
+    if burst == 1:
+        assert (repeated, server.token_calls, server.api_hits) == (0, 1, 2)
+    gave_up = [e for e in events if e.outcome == "gave_up"]
+    assert {e.reason for e in gave_up} == {"recovery_exhausted"}
