@@ -227,6 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=_positive_float, default=10.0, help="duration (10)")
     demo.add_argument("--seed", type=int, default=None, help="seed the random revocations")
     demo.add_argument(
+        "--revoke-every",
+        type=_positive_float,
+        default=1.5,
+        metavar="SECONDS",
+        help="mean seconds between random revocations (1.5; they stay at least 1 s apart)",
+    )
+    demo.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the recovery trace of every failed request to FILE, one JSON object a line",
+    )
+    demo.add_argument(
         "--hosts",
         type=_positive_int,
         default=None,
@@ -791,6 +805,9 @@ async def _request(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    if args.hosts is not None and args.record is not None:
+        msg = "--record traces the single-host demo only: drop --hosts or --record"
+        raise ConfigError(msg)
     if args.hosts is not None:
         from ._fleet_demo import FleetDemoConfig, run_fleet_demo
 
@@ -805,7 +822,13 @@ async def _demo(args: argparse.Namespace) -> int:
     from ._demo import DemoConfig, run_demo
 
     result = await run_demo(
-        DemoConfig(agents=args.agents or 50, seconds=args.seconds, seed=args.seed)
+        DemoConfig(
+            agents=args.agents or 50,
+            seconds=args.seconds,
+            revoke_every=args.revoke_every,
+            seed=args.seed,
+            record=args.record,
+        )
     )
     return EXIT_OK if result.passed else EXIT_AUTH
 

@@ -295,6 +295,9 @@ class AuthManager:
         )
         self._external: ExternalRefresher | None = None
         self._is_base = True
+        self._bearer_requested: tuple[str, float] | None = None
+        """(token, when): this manager's latest bearer token and the earliest start of a call
+        to its source that returned it (``time.monotonic()``); see ``refreshed_since``."""
 
     # -- construction and lifecycle ---------------------------------------------------------
 
@@ -322,6 +325,7 @@ class AuthManager:
         derived._shared = self._shared
         derived._external = refresher
         derived._is_base = False
+        derived._bearer_requested = None
         return derived
 
     def set_external_auth(self, refresher: ExternalRefresher | None) -> None:
@@ -440,6 +444,26 @@ class AuthManager:
             and requested[0] == auth
             and requested[1] >= moment
         )
+
+    def bearer_refreshed_since(self, moment: float) -> bool:
+        """Whether this manager's latest bearer token was asked for at or after ``moment``.
+
+        The bearer twin of :meth:`refreshed_since`: the earliest start of a ``resolve()`` or
+        ``refresh()`` call that returned the token (a lower bound of when it was minted).
+
+        Args:
+            moment: A ``time.monotonic()`` reading.
+
+        Returns:
+            ``False`` also when no bearer token was returned yet.
+        """
+        requested = self._bearer_requested
+        return requested is not None and requested[1] >= moment
+
+    def _note_bearer(self, token: str, called: float) -> None:
+        requested = self._bearer_requested
+        if requested is None or requested[0] != token or called < requested[1]:
+            self._bearer_requested = (token, called)
 
     def refresh_failure_for_auth(self, auth: Auth | None) -> RefreshTokenFailedError | None:
         """Return the permanent refresh failure recorded for exactly this snapshot, if any.
@@ -569,6 +593,7 @@ class AuthManager:
         return due is not None and time.time() >= due
 
     async def _bearer_auth(self, refresher: ExternalRefresher) -> Auth | None:
+        called = time.monotonic()
         try:
             tokens = await refresher.resolve()
         except Exception as exc:  # noqa: BLE001 -- any source failure means "no auth", logged
@@ -582,6 +607,7 @@ class AuthManager:
                 "header (a line break, a control character or invalid Unicode)"
             )
             return None
+        self._note_bearer(tokens.access_token, called)
         return Auth(AuthMode.BEARER, tokens.access_token)
 
     def _check_loop(self) -> None:
@@ -1031,10 +1057,12 @@ class AuthManager:
             raise TransientRefreshError(msg)
         if external.mode is AuthMode.BEARER:
             context = RefreshContext(rejected_token=None if rejected is None else rejected.token)
+            called = time.monotonic()
             outcome = await _call_source(external.refresh(context))
             if isinstance(outcome, str):
                 msg = f"external bearer refresh failed: {outcome}"
                 raise TransientRefreshError(msg)
+            self._note_bearer(outcome.access_token, called)
             return True
         snapshot = rejected if rejected is not None else await self._current()
         if snapshot is None:
@@ -1300,6 +1328,7 @@ class AuthManager:
         context = RefreshContext(
             previous_account_id=expected.account_id, rejected_token=expected.token
         )
+        called = time.monotonic()
         outcome = await _call_source(external.refresh(context))
         if not isinstance(outcome, ExternalAuthTokens):
             msg = f"external auth refresh failed: {outcome}"
@@ -1321,7 +1350,11 @@ class AuthManager:
             msg = f"external auth refresh returned unusable tokens: {exc}"
             raise TransientRefreshError(msg) from exc
         await shared.memory.save(data)
-        self._set(Auth.from_data(data, account_header=shared.oauth.account_header), "external")
+        shared.requested = (
+            Auth.from_data(data, account_header=shared.oauth.account_header),
+            called,
+        )
+        self._set(shared.requested[0], "external")
         return True
 
     def _http(self) -> aiohttp.ClientSession:

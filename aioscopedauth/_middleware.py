@@ -77,9 +77,19 @@ def fingerprint(auth: Auth | None) -> str:
     Returns:
         The fingerprint, or ``""`` for ``None``.
     """
-    if auth is None:
-        return ""
-    return hashlib.sha256(auth.token.encode()).hexdigest()[:8]
+    return "" if auth is None else token_fingerprint(auth.token)
+
+
+def token_fingerprint(token: str) -> str:
+    """:func:`fingerprint` of the auth that sends ``token`` (for a server's side of a trace).
+
+    Args:
+        token: A bearer token.
+
+    Returns:
+        The fingerprint.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
 
 
 @attrs.frozen

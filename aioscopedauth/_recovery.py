@@ -1,13 +1,15 @@
 """``UnauthorizedRecovery``: the staged answer to a 401 (reference §4).
 
 Managed logins go ``reload`` (adopt what another process saved, if it is the same account) →
-``refresh_token`` (spend the refresh token) → ``done``; the ``refresh_token`` step runs once
-more when the token it produced was asked for before the 401 (it joined a refresh already under
-way, whose token a revocation may have killed on its way back: its rejection proves nothing
-about the login). A personal access token, which cannot be refreshed, goes ``reload`` (adopt a
-new token saved since) → ``done``. External sources
+``refresh_token`` (spend the refresh token) → ``done``; a personal access token, which cannot
+be refreshed, goes ``reload`` (adopt a new token saved since) → ``done``. External sources
 (bearer commands and host-supplied tokens) go ``external_refresh`` → ``done``. API keys and
 missing auth never recover. The choice of step is a pure function, :func:`next_step`.
+
+A ``refresh_token`` or ``external_refresh`` step runs once more when the token it produced was
+asked for before the 401 arrived: it joined (or adopted) a refresh already under way, whose
+token a revocation may have killed on its way back, so a 401 to it proves nothing about the
+login (issue 23). A token asked for after the 401 that is rejected too ends the recovery.
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ def next_step(
     """
     if mode == "managed" and step == "reload" and refreshable:
         return "refresh_token"
-    if mode == "managed" and step == "refresh_token" and not conclusive:
-        return "refresh_token"
+    if step in {"refresh_token", "external_refresh"} and not conclusive:
+        return step
     return "done"
 
 
@@ -181,8 +183,11 @@ class UnauthorizedRecovery:
             except RefreshTokenFailedError:
                 self._step = "done"
                 raise
-        elif step == "refresh_token":
-            changed = await manager.refresh_rejected(self._rejected)
+        else:
+            if step == "refresh_token":
+                changed = await manager.refresh_rejected(self._rejected)
+            else:
+                changed = await manager.refresh_external_auth(self._rejected)
             self._refreshes += 1
             # Joining a refresh that was already under way (or adopting its result) may hand
             # us a token minted before the revocation that caused this 401, so dead too: a 401
@@ -190,10 +195,12 @@ class UnauthorizedRecovery:
             conclusive = (
                 not changed
                 or self._refreshes >= MAX_REFRESH_STEPS
-                or manager.refreshed_since(manager.auth_cached(), observed)
+                or (
+                    manager.bearer_refreshed_since(observed)
+                    if manager.mode is AuthMode.BEARER
+                    else manager.refreshed_since(manager.auth_cached(), observed)
+                )
             )
-        else:
-            changed = await manager.refresh_external_auth(self._rejected)
         self._step = next_step(
             self._mode, step, refreshable=self._refreshable, conclusive=conclusive
         )

@@ -29,7 +29,7 @@ def test_next_step_state_machine() -> None:
     assert next_step("external", "external_refresh") == "done"
     # A refresh that produced a token asked for before the 401 may run once more.
     assert next_step("managed", "refresh_token", conclusive=False) == "refresh_token"
-    assert next_step("external", "external_refresh", conclusive=False) == "done"
+    assert next_step("external", "external_refresh", conclusive=False) == "external_refresh"
     assert next_step("managed", "reload", refreshable=False, conclusive=False) == "done"
 
 

@@ -8,7 +8,9 @@ token they carried), retried with its dead token, got a second 401 and had no st
 
 Here the server's ``mangle_answer`` hook revokes every access token right after a refresh
 minted its own, and ``token_gate`` holds that refresh until the burst has joined it: the
-scenario happens every run, with no sleep and no timing luck.
+scenario happens every run, with no sleep and no timing luck. The bearer twin: a provider
+request's recovery adopts the token another request's recovery got before this 401 arrived,
+and that token is revoked before the retry reaches the API.
 """
 
 from __future__ import annotations
@@ -18,9 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from aioscopedauth import AuthManager, AuthMiddleware, RecoveryEvent
-from aioscopedauth.testing import FakeAuthServer, write_auth_json
+from aioscopedauth import (
+    Auth,
+    AuthManager,
+    AuthMiddleware,
+    AuthMode,
+    CommandBearerRefresher,
+    ProviderAuthCommand,
+    RecoveryEvent,
+)
+from aioscopedauth.testing import (
+    FakeAuthServer,
+    serve_on_loopback,
+    write_auth_json,
+    write_token_script,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -138,3 +154,65 @@ async def test_a_refreshed_token_rejected_again_is_handed_back(
         assert (repeated, server.token_calls, server.api_hits) == (0, 1, 2)
     gave_up = [e for e in events if e.outcome == "gave_up"]
     assert {e.reason for e in gave_up} == {"recovery_exhausted"}
+
+
+class _ProviderApi:
+    """Accepts any bearer not revoked; holds the first ``held`` requests until told."""
+
+    def __init__(self, held: int) -> None:
+        self.revoked: set[str] = set()
+        self.held = held
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self.carried: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.carried.append(token)
+        if len(self.carried) <= self.held:
+            if len(self.carried) == self.held:
+                self.arrived.set()
+            await self.release.wait()
+        if not token or token in self.revoked:
+            return web.json_response({"error": "invalid_token"}, status=401)
+        return web.json_response({"ok": True})
+
+
+async def test_a_bearer_burst_that_adopted_a_token_revoked_before_its_retry_recovers(
+    tmp_path: Path, manager: AuthManager
+) -> None:
+    script = write_token_script(tmp_path / "s", "p1", "p2", "p3")
+    refresher = CommandBearerRefresher(ProviderAuthCommand("./print-token.sh", cwd=script.folder))
+    derived = manager.with_external_bearer_refresher(refresher)
+    api = _ProviderApi(held=BURST)
+    app = web.Application()
+    app.router.add_get("/v1/{n}", api.handle)
+    runner, url = await serve_on_loopback(app)
+    events: list[RecoveryEvent] = []
+    middleware = AuthMiddleware(derived, origins=[url], on_event=events.append)
+    try:
+        async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+            # A burst goes out with p1 and is held at the API...
+            burst = [asyncio.create_task(_status(session, f"{url}/v1/{i}")) for i in range(BURST)]
+            try:
+                async with asyncio.timeout(DEADLINE):
+                    await api.arrived.wait()
+                # ...while another request's recovery gets p2 from the command, and then both
+                # are revoked: p2 before any request of the burst could use it.
+                assert await derived.refresh_external_auth(Auth(AuthMode.BEARER, "p1")) is True
+                api.revoked |= {"p1", "p2"}
+                api.release.set()
+                async with asyncio.timeout(DEADLINE):
+                    statuses = await asyncio.gather(*burst)
+            finally:
+                api.release.set()
+                for task in burst:
+                    task.cancel()
+    finally:
+        await runner.cleanup()
+    assert statuses == [200] * BURST
+    assert script.runs == 3  # p1, p2, and one more run (p3) for the whole burst
+    assert api.carried.count("p1") == BURST
+    assert api.carried.count("p2") == BURST  # adopted: asked for before their 401
+    assert api.carried.count("p3") == BURST
+    assert not [e for e in events if e.outcome == "gave_up"]
