@@ -211,6 +211,8 @@ class _Recorder:
             step["retry_with"] = event.retry_with
             if event.retry_with in self.minted:
                 step["retry_with_minted_at"] = self.minted[event.retry_with]
+        if event.fresh is not None:
+            step["fresh"] = event.fresh
         step["next"] = event.next_step
         if event.reason:
             step["reason"] = event.reason

@@ -35,9 +35,9 @@ logger = logging.getLogger("aioscopedauth.middleware")
 
 _UNAUTHORIZED = 401
 _MAX_SENDS = 4
-"""A hard bound on the retries of one request; a managed recovery retries at most 3 times
-(after a reload that found other tokens, after a refresh, after a second refresh when the first
-joined one that was under way before the 401)."""
+"""A hard bound on the retries of one request. A managed recovery retries at most 4 times
+(after a reload that found other tokens, then after up to 3 refresh steps: a refresh step runs
+again only when its token was asked for before the 401; see ``_recovery``), a bearer one 3."""
 UNAUTHORIZED_BODY_LIMIT = 64 * 1024
 """A 401 body is buffered before recovering only when it declares at most this many bytes."""
 UNAUTHORIZED_BODY_WAIT = 1.0
@@ -118,6 +118,8 @@ class RecoveryEvent:
         retry_with: :func:`fingerprint` of the auth the request is sent with next, after a
             step that changed it; else ``""``.
         next_step: The recovery's step after this event (``done``: none left).
+        fresh: For a refresh step that changed the auth: whether its token was asked for after
+            the 401 (see :attr:`RecoveryStep.fresh`); else ``None``.
         reason: For ``gave_up``: ``recovery_exhausted`` (every step ran and the last auth was
             rejected too), ``not_chatgpt_auth``, ``no_external_auth``, ``no_new_auth`` (a step
             reported a change but the manager has no other auth), ``not_replayable`` (the body
@@ -136,6 +138,7 @@ class RecoveryEvent:
     retry_with: str = ""
     next_step: str = ""
     reason: GiveUpReason | Literal[""] = ""
+    fresh: bool | None = None
 
 
 def _origins(origins: str | URL | Iterable[str | URL]) -> frozenset[Origin]:
@@ -490,6 +493,7 @@ class AuthMiddleware:
             self._emit(
                 request, recovery, "changed", number, send, rejected,
                 changed=True, step=step.name, retry_with=new_auth if usable else None,
+                fresh=step.fresh,
             )  # fmt: skip
             if usable:
                 return new_auth
@@ -520,6 +524,7 @@ class AuthMiddleware:
         step: str | None = None,
         retry_with: Auth | None = None,
         reason: GiveUpReason | Literal[""] = "",
+        fresh: bool | None = None,
     ) -> None:
         on_event = self._on_event
         if on_event is None and not logger.isEnabledFor(logging.DEBUG):
@@ -540,10 +545,11 @@ class AuthMiddleware:
             retry_with=fingerprint(retry_with),
             next_step=recovery.step_name,
             reason=reason,
+            fresh=fresh,
         )
         logger.debug(
             "401 recovery: mode=%s step=%s outcome=%s auth_state_changed=%s %s %s "
-            "(request %d, send %d, rejected %s, retry with %s, next %s%s)",
+            "(request %d, send %d, rejected %s, retry with %s%s, next %s%s)",
             mode,
             name,
             outcome,
@@ -554,6 +560,7 @@ class AuthMiddleware:
             send,
             event.rejected or "-",
             event.retry_with or "-",
+            "" if fresh is None else (" asked for after the 401" if fresh else " asked for before"),
             event.next_step,
             f", reason {reason}" if reason else "",
         )

@@ -6,10 +6,11 @@ be refreshed, goes ``reload`` (adopt a new token saved since) → ``done``. Exte
 (bearer commands and host-supplied tokens) go ``external_refresh`` → ``done``. API keys and
 missing auth never recover. The choice of step is a pure function, :func:`next_step`.
 
-A ``refresh_token`` or ``external_refresh`` step runs once more when the token it produced was
+A ``refresh_token`` or ``external_refresh`` step runs again when the token it produced was
 asked for before the 401 arrived: it joined (or adopted) a refresh already under way, whose
 token a revocation may have killed on its way back, so a 401 to it proves nothing about the
-login (issue 23). A token asked for after the 401 that is rejected too ends the recovery.
+login (issue 23). A token asked for after the 401 that is rejected too ends the recovery, and
+so does the third refresh step (:data:`MAX_REFRESH_STEPS`) whatever its token.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ __all__ = ["RecoveryStep", "StepName", "UnauthorizedRecovery", "next_step"]
 StepName = Literal["reload", "refresh_token", "external_refresh", "done"]
 ModeName = Literal["managed", "external"]
 NO_MORE_STEPS_MESSAGE = "No more recovery steps available."
-MAX_REFRESH_STEPS = 2
-"""``refresh_token`` runs at most this often in one recovery (the repeat: see the module)."""
+MAX_REFRESH_STEPS = 3
+"""A refresh step runs at most this often in one recovery (the repeats: see the module)."""
 
 
 @attrs.frozen
@@ -44,10 +45,15 @@ class RecoveryStep:
         name: The step that ran.
         auth_state_changed: Whether it produced different auth (``False``: retrying would send
             the token the server just rejected).
+        fresh: For a refresh step that changed the auth: whether its token was asked for
+            after the 401 (``True``: a 401 to it ends the recovery) or before, by a refresh
+            this step joined or adopted (``False``: another refresh may follow). ``None`` for
+            other steps.
     """
 
     name: StepName
     auth_state_changed: bool | None
+    fresh: bool | None = attrs.field(default=None, eq=False)  # a detail: steps compare as before
 
 
 def next_step(
@@ -175,6 +181,7 @@ class UnauthorizedRecovery:
         if rejected is not None:
             self._rejected = rejected
         conclusive = True
+        fresh: bool | None = attrs.field(default=None, eq=False)  # a detail: steps compare as before
         if step == "reload":
             try:
                 changed = await manager.reload_if_account_matches(
@@ -192,22 +199,20 @@ class UnauthorizedRecovery:
             # Joining a refresh that was already under way (or adopting its result) may hand
             # us a token minted before the revocation that caused this 401, so dead too: a 401
             # to it is no evidence against the login. One more refresh is then allowed.
-            conclusive = (
-                not changed
-                or self._refreshes >= MAX_REFRESH_STEPS
-                or (
+            if changed:
+                fresh = (
                     manager.bearer_refreshed_since(observed)
                     if manager.mode is AuthMode.BEARER
                     else manager.refreshed_since(manager.auth_cached(), observed)
                 )
-            )
+            conclusive = not changed or bool(fresh) or self._refreshes >= MAX_REFRESH_STEPS
         self._step = next_step(
             self._mode, step, refreshable=self._refreshable, conclusive=conclusive
         )
         if self._mode == "managed":
             # The retry sends what the manager holds now; that is what a next 401 rejects.
             self._rejected = manager.auth_cached()
-        return RecoveryStep(step, changed)
+        return RecoveryStep(step, changed, fresh)
 
     async def __aiter__(self) -> AsyncGenerator[RecoveryStep, Auth | None]:
         """Run one step per iteration until none is left.
