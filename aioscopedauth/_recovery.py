@@ -53,7 +53,7 @@ class RecoveryStep:
 
     name: StepName
     auth_state_changed: bool | None
-    fresh: bool | None = attrs.field(default=None, eq=False)  # a detail: steps compare as before
+    fresh: bool | None = attrs.field(default=None, eq=False)  # a detail: compare as before
 
 
 def next_step(
@@ -181,7 +181,7 @@ class UnauthorizedRecovery:
         if rejected is not None:
             self._rejected = rejected
         conclusive = True
-        fresh: bool | None = attrs.field(default=None, eq=False)  # a detail: steps compare as before
+        fresh: bool | None = None
         if step == "reload":
             try:
                 changed = await manager.reload_if_account_matches(
