@@ -565,6 +565,9 @@ class CommandBearerRefresher:
         self._config = command
         self._cached: _Cached | None = None
         self._lock = asyncio.Lock()
+        self._settled = asyncio.Event()
+        """Clear while the command runs: callers after a 401 wait for that run all at once."""
+        self._settled.set()
         self.runs = 0
         """How many times the command was started (for status and tests)."""
 
@@ -602,15 +605,19 @@ class CommandBearerRefresher:
 
     async def _run(self) -> ExternalAuthTokens:
         self.runs += 1
-        stdout = await run_provider_command(self._config)
-        now = datetime.now(UTC)
-        tokens = parse_command_output(stdout, self._config.command, now)
-        fetched = time.monotonic()
-        stale_at = None
-        if tokens.expires_at is not None:
-            remaining = max((tokens.expires_at - now).total_seconds(), 0.0)
-            stale_at = fetched + remaining * STALE_FRACTION
-        self._cached = _Cached(tokens, fetched, stale_at)
+        self._settled.clear()
+        try:
+            stdout = await run_provider_command(self._config)
+            now = datetime.now(UTC)
+            tokens = parse_command_output(stdout, self._config.command, now)
+            fetched = time.monotonic()
+            stale_at = None
+            if tokens.expires_at is not None:
+                remaining = max((tokens.expires_at - now).total_seconds(), 0.0)
+                stale_at = fetched + remaining * STALE_FRACTION
+            self._cached = _Cached(tokens, fetched, stale_at)
+        finally:
+            self._settled.set()  # waiters look at the cache again (a failed run left it as is)
         return tokens
 
     async def resolve(self) -> ExternalAuthTokens | None:
@@ -650,12 +657,32 @@ class CommandBearerRefresher:
         Raises:
             CommandError: The command failed.
         """
+        # Without the lock first: in a storm of 401s every caller but the first finds the new
+        # token here, instead of taking the lock in turn (one turn of the event loop each,
+        # seconds for a hundred callers on a busy loop, while the token ages).
+        adopted = self._replacement(context.rejected_token)
+        if adopted is not None:
+            return adopted
+        if not self._settled.is_set():
+            # A run is under way, most likely for the very token this caller saw rejected:
+            # wait for it with every other such caller (woken together), then look again.
+            await self._settled.wait()
+            adopted = self._replacement(context.rejected_token)
+            if adopted is not None:
+                return adopted
         async with self._lock:
-            cached = self._cached
-            if (
-                cached is not None
-                and context.rejected_token is not None
-                and cached.token.access_token != context.rejected_token
-            ):
-                return cached.token
+            adopted = self._replacement(context.rejected_token)
+            if adopted is not None:
+                return adopted
             return await self._run()
+
+    def _replacement(self, rejected: str | None) -> ExternalAuthTokens | None:
+        """The cached token, if it replaced ``rejected`` and is still fresh (else ``None``).
+
+        A stale one is not handed out after a 401: by the time the retry arrives it may have
+        expired, and the recovery would have nothing left to try.
+        """
+        cached = self._cached
+        if cached is None or rejected is None or cached.token.access_token == rejected:
+            return None
+        return self._fresh()
