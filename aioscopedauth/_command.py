@@ -632,6 +632,18 @@ class CommandBearerRefresher:
         fresh = self._fresh()
         if fresh is not None:
             return fresh
+        if not self._settled.is_set():
+            # A run is under way. Like a managed login in its refresh window: keep using a
+            # token that has not expired rather than queue on the lock (one turn of the event
+            # loop per caller, seconds for a hundred on a busy loop); else wait for the run
+            # with everyone, at once.
+            valid = self._usable_after_failure()
+            if valid is not None:
+                return valid
+            await self._settled.wait()
+            fresh = self._fresh()
+            if fresh is not None:
+                return fresh
         async with self._lock:
             fresh = self._fresh()  # another task may have run it while we waited
             if fresh is not None:

@@ -157,6 +157,22 @@ async def test_a_stale_replacement_is_not_handed_out_after_a_401(tmp_path: Path)
     assert script.runs == 3
 
 
+async def test_resolve_keeps_a_valid_token_while_a_run_is_under_way(tmp_path: Path) -> None:
+    # Like a managed login in its refresh window: a caller that finds the command running
+    # keeps the cached token while it has not expired, instead of queueing on the lock.
+    valid = json.dumps({"token": "first", "expires_in": 3600})
+    script = write_token_script(tmp_path, f"JSON:{valid}", "second")
+    # Due for a re-run as soon as it is fetched (a nanosecond interval), valid for an hour.
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=1e-9))
+    assert (await refresher.resolve()).access_token == "first"  # type: ignore[union-attr]
+    running = asyncio.create_task(refresher.refresh(RefreshContext()))  # runs the command
+    meanwhile = asyncio.create_task(refresher.resolve())  # its first turn comes after that
+    assert (await meanwhile).access_token == "first"  # type: ignore[union-attr]
+    assert not running.done()
+    assert (await running).access_token == "second"
+    assert script.runs == 2
+
+
 async def test_refresh_without_rejected_token_always_runs(tmp_path: Path) -> None:
     script = write_token_script(tmp_path, "a", "b", "c")
     refresher = CommandBearerRefresher(_config(script))
