@@ -9,8 +9,9 @@ missing auth never recover. The choice of step is a pure function, :func:`next_s
 A ``refresh_token`` or ``external_refresh`` step runs again when the token it produced was
 asked for before the 401 arrived: it joined (or adopted) a refresh already under way, whose
 token a revocation may have killed on its way back, so a 401 to it proves nothing about the
-login (issue 23). A token asked for after the 401 that is rejected too ends the recovery, and
-so does the third refresh step (:data:`MAX_REFRESH_STEPS`) whatever its token.
+login (issue 23). A token asked for after the 401 that is rejected too ends the recovery
+(unless it had expired by then: a managed access token's ``exp`` says so), and so does the
+third refresh step (:data:`MAX_REFRESH_STEPS`) whatever its token.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from ._errors import RefreshFailureReason, RefreshTokenFailedError
+from ._errors import AuthDataError, RefreshFailureReason, RefreshTokenFailedError
+from ._jwt import jwt_expiration
 from ._model import Auth, AuthMode
 
 if TYPE_CHECKING:
@@ -80,6 +82,24 @@ def next_step(
     return "done"
 
 
+def expired_by_now(auth: Auth) -> bool:
+    """Whether ``auth`` is a JWT access token whose ``exp`` has passed by this machine's clock.
+
+    Args:
+        auth: A snapshot.
+
+    Returns:
+        ``False`` for a token without a readable ``exp``.
+    """
+    if auth.data is None or auth.data.tokens is None:
+        return False
+    try:
+        exp = jwt_expiration(auth.token)
+    except AuthDataError:
+        return False
+    return exp is not None and exp.timestamp() <= time.time()
+
+
 class UnauthorizedRecovery:
     """Steps through the recovery of one rejected request.
 
@@ -97,6 +117,7 @@ class UnauthorizedRecovery:
     # Slots: a storm of 401s keeps a thousand of these alive at once (one object each, no dict).
     __slots__ = (
         "_expected_account",
+        "_final",
         "_manager",
         "_mode",
         "_refreshable",
@@ -121,6 +142,9 @@ class UnauthorizedRecovery:
         self._refreshable = basis is None or basis.mode is not AuthMode.PERSONAL_ACCESS_TOKEN
         self._step: StepName = "external_refresh" if external else "reload"
         self._refreshes = 0
+        self._final: Auth | None = None
+        """The fresh token the last refresh step produced: a 401 to it ends the recovery,
+        unless it had expired by then (see has_next)."""
 
     @property
     def mode_name(self) -> ModeName:
@@ -148,6 +172,16 @@ class UnauthorizedRecovery:
             return "not_chatgpt_auth"
         if self._mode == "external" and manager.external_auth is None:
             return "no_external_auth"
+        final = self._final
+        if (
+            self._step == "done"
+            and final is not None
+            and self._refreshes < MAX_REFRESH_STEPS
+            and expired_by_now(final)
+        ):
+            # The fresh token was rejected after it expired (a loop stalled between the refresh
+            # and the retry's arrival): its rejection says nothing about the login either.
+            self._step, self._final = "refresh_token", None
         return "recovery_exhausted" if self._step == "done" else "ready"
 
     def has_next(self) -> bool:
@@ -206,6 +240,7 @@ class UnauthorizedRecovery:
                     else manager.refreshed_since(manager.auth_cached(), observed)
                 )
             conclusive = not changed or bool(fresh) or self._refreshes >= MAX_REFRESH_STEPS
+            self._final = manager.auth_cached() if fresh and step == "refresh_token" else None
         self._step = next_step(
             self._mode, step, refreshable=self._refreshable, conclusive=conclusive
         )

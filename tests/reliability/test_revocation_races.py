@@ -16,6 +16,7 @@ and that token is revoked before the retry reaches the API.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -31,9 +32,11 @@ from aioscopedauth import (
     ProviderAuthCommand,
     RecoveryEvent,
 )
+from aioscopedauth._middleware import token_fingerprint
 from aioscopedauth._recovery import MAX_REFRESH_STEPS
 from aioscopedauth.testing import (
     FakeAuthServer,
+    make_jwt,
     serve_on_loopback,
     write_auth_json,
     write_token_script,
@@ -218,3 +221,42 @@ async def test_a_bearer_burst_that_adopted_a_token_revoked_before_its_retry_reco
     assert api.carried.count("p2") == BURST  # adopted: asked for before their 401
     assert api.carried.count("p3") == BURST
     assert not [e for e in events if e.outcome == "gave_up"]
+
+
+async def test_a_fresh_token_that_expired_before_the_retry_arrived_is_refreshed_again(
+    home: Path, manager: AuthManager, server: FakeAuthServer
+) -> None:
+    # The soak's last failure: the loop stalled for seconds between a refresh and its retry's
+    # arrival, and the API rejected the fresh token because it had expired meanwhile. A 401
+    # to an expired token is explained by its expiry: the recovery refreshes again. Here the
+    # endpoint hands out one token that is expired already (as the stall made it).
+    write_auth_json(home, server.login())
+    events: list[RecoveryEvent] = []
+    middleware = AuthMiddleware(manager, origins=[server.url], on_event=events.append)
+    minted: list[str] = []
+
+    def expired_once(answer: dict[str, Any]) -> dict[str, Any]:
+        server.mangle_answer = None
+        answer["access_token"] = make_jwt(
+            {
+                "exp": time.time() - 1,
+                "https://api.openai.com/auth": {"chatgpt_account_id": "acct-1"},
+            }
+        )
+        minted.append(answer["access_token"])
+        return answer
+
+    async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+        assert await _status(session, f"{server.url}/api/warm") == 200
+        server.revoke_access_tokens()
+        server.mangle_answer = expired_once
+        async with asyncio.timeout(DEADLINE):
+            assert await _status(session, f"{server.url}/api/x") == 200
+    assert server.token_calls == 2
+    assert [(e.step, e.outcome, e.fresh) for e in events] == [
+        ("reload", "unchanged", None),
+        ("refresh_token", "changed", True),  # asked for after the 401, but expired on arrival
+        ("refresh_token", "changed", True),
+        ("done", "recovered", None),
+    ]
+    assert events[1].retry_with == events[2].rejected == token_fingerprint(minted[0])
