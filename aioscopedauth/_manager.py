@@ -297,7 +297,7 @@ class AuthManager:
         self._is_base = True
         self._bearer_requested: tuple[str, float] | None = None
         """(token, when): this manager's latest bearer token and the earliest start of a call
-        to its source that returned it (``time.monotonic()``); see ``refreshed_since``."""
+        to its source that returned it (``time.monotonic()``); see ``bearer_refreshed_since``."""
 
     # -- construction and lifecycle ---------------------------------------------------------
 

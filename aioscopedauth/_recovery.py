@@ -68,9 +68,9 @@ def next_step(
         step: The step that just succeeded.
         refreshable: ``False`` for a login that has no refresh token (a personal access
             token): a managed recovery ends after its reload.
-        conclusive: ``False`` when a ``refresh_token`` step produced a token that was asked
-            for before the 401 and may run again: a 401 to that token would not prove the
-            login unusable.
+        conclusive: ``False`` when a refresh step (``refresh_token``, ``external_refresh``)
+            produced a token that was asked for before the 401, and may run again: a 401 to
+            that token would not prove the login unusable.
 
     Returns:
         The following step.
@@ -106,8 +106,8 @@ class UnauthorizedRecovery:
     Get one from :meth:`AuthManager.unauthorized_recovery`. Either call :meth:`next` while
     :meth:`has_next`, or iterate: ``async for step in recovery:`` runs one step per iteration
     and ends when none is left. Calling :meth:`next` again says the auth the previous step
-    produced was rejected too; so a second ``refresh_token`` step (see the module) runs for
-    an iteration only when the auth rejected again is sent to the generator (``asend``).
+    produced was rejected too; so a repeated refresh step (see the module) runs for an
+    iteration only when the auth rejected again is sent to the generator (``asend``).
 
     Args:
         manager: The manager whose auth was rejected.
