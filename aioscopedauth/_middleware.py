@@ -36,8 +36,8 @@ logger = logging.getLogger("aioscopedauth.middleware")
 _UNAUTHORIZED = 401
 _MAX_SENDS = 4
 """A hard bound on the retries of one request. A managed recovery retries at most 4 times
-(after a reload that found other tokens, then after up to 3 refresh steps: a refresh step runs
-again only when its token was asked for before the 401; see ``_recovery``), a bearer one 3."""
+(after a reload that found other tokens, then after up to 3 refresh steps; see ``_recovery``
+for when a refresh step runs again), a bearer one 3."""
 UNAUTHORIZED_BODY_LIMIT = 64 * 1024
 """A 401 body is buffered before recovering only when it declares at most this many bytes."""
 UNAUTHORIZED_BODY_WAIT = 1.0
@@ -453,6 +453,8 @@ class AuthMiddleware:
             if response.status != _UNAUTHORIZED:
                 self._emit(request, recovery, "recovered", number, send + 1, auth)
                 return response
+            # Told, the recovery decides whether this 401 proves anything (see _recovery).
+            recovery.rejected_again(auth)
         self._emit(request, recovery, "gave_up", number, _MAX_SENDS + 1, auth, reason="send_limit")
         return response
 

@@ -9,9 +9,13 @@ missing auth never recover. The choice of step is a pure function, :func:`next_s
 A ``refresh_token`` or ``external_refresh`` step runs again when the token it produced was
 asked for before the 401 arrived: it joined (or adopted) a refresh already under way, whose
 token a revocation may have killed on its way back, so a 401 to it proves nothing about the
-login (issue 23). A token asked for after the 401 that is rejected too ends the recovery
-(unless it had expired by then: a managed access token's ``exp`` says so), and so does the
-third refresh step (:data:`MAX_REFRESH_STEPS`) whatever its token.
+login (issue 23). After a step whose token was asked for after the 401 ("fresh") the recovery
+is done; a caller whose retry with that token is rejected again says so
+(:meth:`UnauthorizedRecovery.rejected_again`, as the middleware does), and one more refresh
+step is allowed when that was the first fresh token rejected (a revocation may land right
+after a token is minted) or when it had expired by then (a managed access token's ``exp``
+says so). The second fresh token rejected ends the recovery, and so does the third refresh
+step (:data:`MAX_REFRESH_STEPS`) whatever its token.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ ModeName = Literal["managed", "external"]
 NO_MORE_STEPS_MESSAGE = "No more recovery steps available."
 MAX_REFRESH_STEPS = 3
 """A refresh step runs at most this often in one recovery (the repeats: see the module)."""
+FRESH_REJECTIONS = 2
+"""Fresh tokens (asked for after their 401) rejected before the login is taken as unusable."""
 
 
 @attrs.frozen
@@ -48,9 +54,10 @@ class RecoveryStep:
         auth_state_changed: Whether it produced different auth (``False``: retrying would send
             the token the server just rejected).
         fresh: For a refresh step that changed the auth: whether its token was asked for
-            after the 401 (``True``: a 401 to it ends the recovery) or before, by a refresh
-            this step joined or adopted (``False``: another refresh may follow). ``None`` for
-            other steps.
+            after the 401 (``True``: the recovery is done, unless told of a rejection that
+            proves nothing; see :meth:`UnauthorizedRecovery.rejected_again`) or before, by a
+            refresh this step joined or adopted (``False``: another refresh step may follow).
+            ``None`` for other steps.
     """
 
     name: StepName
@@ -118,6 +125,7 @@ class UnauthorizedRecovery:
     __slots__ = (
         "_expected_account",
         "_final",
+        "_fresh_steps",
         "_manager",
         "_mode",
         "_refreshable",
@@ -142,9 +150,9 @@ class UnauthorizedRecovery:
         self._refreshable = basis is None or basis.mode is not AuthMode.PERSONAL_ACCESS_TOKEN
         self._step: StepName = "external_refresh" if external else "reload"
         self._refreshes = 0
-        self._final: Auth | None = None
-        """The fresh token the last refresh step produced: a 401 to it ends the recovery,
-        unless it had expired by then (see has_next)."""
+        self._fresh_steps = 0
+        self._final = False
+        """Whether the last step was a fresh refresh step (see rejected_again)."""
 
     @property
     def mode_name(self) -> ModeName:
@@ -172,21 +180,29 @@ class UnauthorizedRecovery:
             return "not_chatgpt_auth"
         if self._mode == "external" and manager.external_auth is None:
             return "no_external_auth"
-        final = self._final
-        if (
-            self._step == "done"
-            and final is not None
-            and self._refreshes < MAX_REFRESH_STEPS
-            and expired_by_now(final)
-        ):
-            # The fresh token was rejected after it expired (a loop stalled between the refresh
-            # and the retry's arrival): its rejection says nothing about the login either.
-            self._step, self._final = "refresh_token", None
         return "recovery_exhausted" if self._step == "done" else "ready"
 
     def has_next(self) -> bool:
         """Whether another step can run (evaluated against the manager's current state)."""
         return self.unavailable_reason() == "ready"
+
+    def rejected_again(self, auth: Auth) -> None:
+        """Say that a retry with the auth the last step produced was answered 401 too.
+
+        After a fresh refresh step (its token asked for after the 401) the recovery is done,
+        but this rejection may still say nothing about the login: it is the first fresh token
+        rejected (a revocation can land right after a token is minted), or the token had
+        expired by the time it arrived (a stalled event loop). Then one more refresh step
+        becomes available (:meth:`has_next`), within :data:`MAX_REFRESH_STEPS`.
+
+        Args:
+            auth: The auth the rejected retry carried.
+        """
+        if not self._final or self._step != "done" or self._refreshes >= MAX_REFRESH_STEPS:
+            return
+        self._final = False
+        if self._fresh_steps < FRESH_REJECTIONS or expired_by_now(auth):
+            self._step = "external_refresh" if self._mode == "external" else "refresh_token"
 
     async def next(self, rejected: Auth | None = None) -> RecoveryStep:
         """Run the next step.
@@ -239,8 +255,9 @@ class UnauthorizedRecovery:
                     if manager.mode is AuthMode.BEARER
                     else manager.refreshed_since(manager.auth_cached(), observed)
                 )
+                self._fresh_steps += fresh
             conclusive = not changed or bool(fresh) or self._refreshes >= MAX_REFRESH_STEPS
-            self._final = manager.auth_cached() if fresh and step == "refresh_token" else None
+            self._final = bool(fresh)
         self._step = next_step(
             self._mode, step, refreshable=self._refreshable, conclusive=conclusive
         )

@@ -280,3 +280,27 @@ async def _all(recovery: UnauthorizedRecovery) -> list[RecoveryStep]:
 
 def _step(recovery: UnauthorizedRecovery) -> str:
     return recovery.step_name
+
+
+async def test_a_rejected_fresh_token_allows_one_more_refresh_when_told(
+    home: Path, manager: AuthManager, server: FakeAuthServer
+) -> None:
+    # After a refresh step whose token was asked for after the 401 the recovery is done; told
+    # that this token was rejected too, it allows one more refresh (a revocation may have
+    # landed right after the token was minted); a second fresh token rejected is final.
+    write_auth_json(home, server.login())
+    rejected = await manager.auth()
+    assert rejected is not None
+    recovery = manager.unauthorized_recovery(rejected)
+    assert (await recovery.next()).auth_state_changed is False  # reload: nothing new
+    first = await recovery.next()
+    assert (first.name, first.auth_state_changed, first.fresh) == ("refresh_token", True, True)
+    assert not recovery.has_next()
+    recovery.rejected_again(manager.auth_cached())  # type: ignore[arg-type]
+    assert recovery.has_next()
+    second = await recovery.next(manager.auth_cached())
+    assert (second.name, second.fresh) == ("refresh_token", True)
+    recovery.rejected_again(manager.auth_cached())  # type: ignore[arg-type]
+    assert not recovery.has_next()
+    assert recovery.unavailable_reason() == "recovery_exhausted"
+    assert server.token_calls == 2
