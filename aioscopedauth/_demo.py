@@ -162,6 +162,7 @@ class _Recorder:
         on_event: Callable[[RecoveryEvent], None] | None,
     ) -> None:
         self.started = started
+        self.wall_started = time.time() - (time.monotonic() - started)
         self.result = result
         self.on_event = on_event
         self.server: FakeAuthServer | None = None
@@ -175,7 +176,7 @@ class _Recorder:
         result, on_event = self.result, self.on_event
 
         def count(event: RecoveryEvent) -> None:
-            if event.outcome == "changed":
+            if event.outcome == "recovered":  # a request whose retry worked
                 result.recovered_401s += 1
             self.event(api, event)
             if on_event is not None:
@@ -192,6 +193,12 @@ class _Recorder:
             self.minted.pop(next(iter(self.minted)))
         self.minted[token_fingerprint(answer["access_token"])] = self.now()
         return answer
+
+    def provider_rejected(self, token: str, minted: float) -> None:
+        """Note when the provider's command minted a token the provider API rejected."""
+        if len(self.minted) >= _MINTED:
+            self.minted.pop(next(iter(self.minted)))
+        self.minted[token_fingerprint(token)] = round(minted - self.wall_started, 4)
 
     def revocation(self, kind: str) -> None:
         self.revoked[kind].append(self.now())
@@ -263,8 +270,9 @@ class _Recorder:
 class _ProviderApi:
     """A provider API that accepts fresh, unrevoked HMAC-signed tokens from the mint script."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, on_rejected: Callable[[str, float], None]) -> None:
         self.key = key
+        self.on_rejected = on_rejected
         self.revoked_before = 0.0
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -276,7 +284,10 @@ class _ProviderApi:
             return False
         # Only stamps the mint script signed get here: "<epoch seconds>.<nonce>".
         minted = float(stamp.rsplit(".", 1)[0])
-        return minted >= self.revoked_before and time.time() < minted + PROVIDER_TTL
+        if minted >= self.revoked_before and time.time() < minted + PROVIDER_TTL:
+            return True
+        self.on_rejected(token, minted)  # revoked or expired: for the traces
+        return False
 
     async def handle(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")
@@ -454,7 +465,7 @@ async def run_demo(
         async with FakeAuthServer(access_ttl=ACCESS_TTL, client_id="demo-client") as server:
             recorder.server = server
             server.mangle_answer = recorder.observe_answer  # notes, changes nothing
-            provider = _ProviderApi(key.encode())
+            provider = _ProviderApi(key.encode(), recorder.provider_rejected)
             await provider.start()
             try:
                 await FileAuthStore(home).save(server.login())

@@ -204,7 +204,7 @@ async def test_record_keeps_the_traces_of_failed_recoveries_only(tmp_path: Path)
         )
     )
     assert len(seen) == 6  # the caller's on_event still sees everything
-    assert result.recovered_401s == 2
+    assert result.recovered_401s == 1  # requests whose retry worked
     assert result.traced_failures == 1
     path = tmp_path / "traces.jsonl"
     await recorder.write(path)
