@@ -60,6 +60,19 @@ class BearerFlight:
     """How often the source's ``resolve()`` was called (for status and tests)."""
     refreshes: int = 0
     """How often the source's ``refresh()`` was called (for status and tests)."""
+    requested: tuple[str, float] | None = attrs.field(default=None, repr=False)
+    """(token, when): the latest token and the earliest start (``time.monotonic()``) of a call
+    to the source that returned it, a lower bound of when it was minted."""
+
+    def refreshed_since(self, moment: float) -> bool:
+        """Whether the latest token was asked for at or after ``moment`` (see the recovery)."""
+        requested = self.requested
+        return requested is not None and requested[1] >= moment
+
+    def _note(self, token: str, called: float) -> None:
+        requested = self.requested
+        if requested is None or requested[0] != token or called < requested[1]:
+            self.requested = (token, called)
 
     @property
     def caches(self) -> bool:
@@ -95,6 +108,7 @@ class BearerFlight:
 
     async def _resolve(self) -> Auth | None:
         self.resolves += 1
+        called = time.monotonic()
         try:
             tokens = await self.source.resolve()
         except Exception as exc:  # noqa: BLE001 -- any source failure means "no auth", logged
@@ -103,6 +117,7 @@ class BearerFlight:
         auth = _bearer(tokens)
         if auth is not None:
             self._keep(auth, None if tokens is None else tokens.expires_at)
+            self._note(auth.token, called)
         return auth
 
     def _keep(self, auth: Auth, expires_at: datetime | None) -> None:
@@ -141,6 +156,7 @@ class BearerFlight:
     async def _refresh(self, rejected: Auth | None) -> bool:
         self.refreshes += 1
         context = RefreshContext(rejected_token=None if rejected is None else rejected.token)
+        called = time.monotonic()
         outcome = await call_source(self.source.refresh(context))
         if isinstance(outcome, str):
             msg = f"external bearer refresh failed: {outcome}"
@@ -153,6 +169,7 @@ class BearerFlight:
             )
             raise TransientRefreshError(msg)
         self._keep(auth, outcome.expires_at)
+        self._note(auth.token, called)
         return True
 
 

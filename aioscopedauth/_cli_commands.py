@@ -12,6 +12,7 @@ from ._cli_support import (
     EXIT_AUTH,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    UsageError,
     build_manager,
     check_redis_url,
     for_provider,
@@ -210,6 +211,9 @@ async def run_demo(args: argparse.Namespace) -> int:
     # A Ctrl-C ends a demo with its summary (it says "Interrupted"), then exit 130.
     import asyncio
 
+    if args.hosts is not None and args.record is not None:
+        msg = "--record traces the single-host demo only: drop --hosts or --record"
+        raise UsageError(msg)
     try:
         if args.hosts is not None:
             if args.redis_url:
@@ -227,7 +231,13 @@ async def run_demo(args: argparse.Namespace) -> int:
         from ._demo import DemoConfig, run_demo
 
         result = await run_demo(
-            DemoConfig(agents=args.agents or 50, seconds=args.seconds, seed=args.seed)
+            DemoConfig(
+                agents=args.agents or 50,
+                seconds=args.seconds,
+                revoke_every=args.revoke_every,
+                seed=args.seed,
+                record=args.record,
+            )
         )
     except asyncio.CancelledError:
         return EXIT_INTERRUPTED

@@ -170,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=_positive_float, default=10.0, help="duration (10)")
     demo.add_argument("--seed", type=int, default=None, help="seed the random revocations")
     demo.add_argument(
+        "--revoke-every",
+        type=_positive_float,
+        default=1.5,
+        metavar="SECONDS",
+        help="mean seconds between random revocations (1.5; they stay at least 1 s apart)",
+    )
+    demo.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the recovery trace of every failed request to FILE, one JSON object a line",
+    )
+    demo.add_argument(
         "--hosts",
         type=_positive_int,
         default=None,

@@ -343,6 +343,9 @@ class CommandBearerRefresher:
         self._config = command
         self._cached: _Cached | None = None
         self._lock = asyncio.Lock()
+        self._settled = asyncio.Event()
+        """Clear while the command runs: callers after a 401 wait for that run all at once."""
+        self._settled.set()
         self.runs = 0
         """How many times the command was started (for status and tests)."""
 
@@ -380,20 +383,24 @@ class CommandBearerRefresher:
 
     async def _run(self) -> ExternalAuthTokens:
         self.runs += 1
-        stdout = await run_provider_command(self._config)
-        now = datetime.now(UTC)
-        if self._config.exec_api_version is not None:
-            tokens = parse_exec_credential(
-                stdout, self._config.command, self._config.exec_api_version
-            )
-        else:
-            tokens = parse_command_output(stdout, self._config.command, now)
-        fetched = time.monotonic()
-        stale_at = None
-        if tokens.expires_at is not None:
-            remaining = max((tokens.expires_at - now).total_seconds(), 0.0)
-            stale_at = fetched + remaining * STALE_FRACTION
-        self._cached = _Cached(tokens, fetched, stale_at)
+        self._settled.clear()
+        try:
+            stdout = await run_provider_command(self._config)
+            now = datetime.now(UTC)
+            if self._config.exec_api_version is not None:
+                tokens = parse_exec_credential(
+                    stdout, self._config.command, self._config.exec_api_version
+                )
+            else:
+                tokens = parse_command_output(stdout, self._config.command, now)
+            fetched = time.monotonic()
+            stale_at = None
+            if tokens.expires_at is not None:
+                remaining = max((tokens.expires_at - now).total_seconds(), 0.0)
+                stale_at = fetched + remaining * STALE_FRACTION
+            self._cached = _Cached(tokens, fetched, stale_at)
+        finally:
+            self._settled.set()  # waiters look at the cache again (a failed run left it as is)
         return tokens
 
     async def resolve(self) -> ExternalAuthTokens | None:
@@ -408,6 +415,18 @@ class CommandBearerRefresher:
         fresh = self._fresh()
         if fresh is not None:
             return fresh
+        if not self._settled.is_set():
+            # A run is under way. Like a managed login in its refresh window: keep using a
+            # token that has not expired rather than queue on the lock (one turn of the event
+            # loop per caller, seconds for a hundred on a busy loop); else wait for the run
+            # with everyone, at once.
+            valid = self._usable_after_failure()
+            if valid is not None:
+                return valid
+            await self._settled.wait()
+            fresh = self._fresh()
+            if fresh is not None:
+                return fresh
         async with self._lock:
             fresh = self._fresh()  # another task may have run it while we waited
             if fresh is not None:
@@ -433,12 +452,32 @@ class CommandBearerRefresher:
         Raises:
             CommandError: The command failed.
         """
+        # Without the lock first: in a storm of 401s every caller but the first finds the new
+        # token here, instead of taking the lock in turn (one turn of the event loop each,
+        # seconds for a hundred callers on a busy loop, while the token ages).
+        adopted = self._replacement(context.rejected_token)
+        if adopted is not None:
+            return adopted
+        if not self._settled.is_set():
+            # A run is under way, most likely for the very token this caller saw rejected:
+            # wait for it with every other such caller (woken together), then look again.
+            await self._settled.wait()
+            adopted = self._replacement(context.rejected_token)
+            if adopted is not None:
+                return adopted
         async with self._lock:
-            cached = self._cached
-            if (
-                cached is not None
-                and context.rejected_token is not None
-                and cached.token.access_token != context.rejected_token
-            ):
-                return cached.token
+            adopted = self._replacement(context.rejected_token)
+            if adopted is not None:
+                return adopted
             return await self._run()
+
+    def _replacement(self, rejected: str | None) -> ExternalAuthTokens | None:
+        """The cached token, if it replaced ``rejected`` and is still fresh (else ``None``).
+
+        A stale one is not handed out after a 401: by the time the retry arrives it may have
+        expired, and the recovery would have nothing left to try.
+        """
+        cached = self._cached
+        if cached is None or rejected is None or cached.token.access_token == rejected:
+            return None
+        return self._fresh()

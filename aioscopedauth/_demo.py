@@ -10,7 +10,9 @@ Everything runs on 127.0.0.1 in this process, in a temporary home:
 * N agents making requests through :class:`AuthMiddleware`, some on the managed login and some
   on the provider.
 
-It exits 0 only when no request failed and no refresh token was spent twice.
+It exits 0 only when no request failed and no refresh token was spent twice. With ``record``,
+every request handed back a 401 (or an error) by its recovery leaves its trace: each step, which
+token it sent (a fingerprint), when that token was minted and revoked, and why it stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import random
 import secrets
 import shutil
@@ -28,7 +31,7 @@ import textwrap
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 import attrs
@@ -36,7 +39,7 @@ from aiohttp import web
 
 from ._command import CommandBearerRefresher, ProviderAuthCommand
 from ._manager import AuthManager
-from ._middleware import AuthMiddleware, RecoveryEvent
+from ._middleware import AuthMiddleware, RecoveryEvent, token_fingerprint
 from ._oauth import OAuthConfig
 from ._storage import FileAuthStore
 from .testing import FakeAuthServer, serve_on_loopback
@@ -67,12 +70,15 @@ class DemoConfig:
         seconds: How long they make requests.
         revoke_every: Mean seconds between random revocations.
         seed: Seed for the random revocations (``None``: random).
+        record: Write the recovery trace of every failed request to this file, one JSON
+            object a line (``None``: keep only the first few, for the summary).
     """
 
     agents: int = 50
     seconds: float = 10.0
     revoke_every: float = 1.5
     seed: int | None = None
+    record: Path | None = None
 
 
 @attrs.define
@@ -93,6 +99,10 @@ class DemoResult:
     failures: list[str] = attrs.Factory(list)
     seconds: float = 0.0
     interrupted: bool = False
+    traces: list[dict[str, Any]] = attrs.Factory(list)
+    """The recovery traces of the first failed requests (all of them go to ``record``)."""
+    traced_failures: int = 0
+    """Requests whose recovery ended in a failure (a 401 handed back, or an error raised)."""
 
     @property
     def passed(self) -> bool:
@@ -127,11 +137,142 @@ class DemoResult:
         return missing
 
 
+_TERMINAL = frozenset({"recovered", "gave_up", "permanent_failure", "transient_failure"})
+_OPEN_TRACES = 4096
+"""Recoveries followed at once; beyond that the oldest is forgotten (a storm's worth)."""
+_KEPT_TRACES = 1000
+"""Failed requests' traces kept for ``record``; later ones are counted, not kept."""
+_SHOWN_TRACES = 5
+_MINTED = 4096
+"""Access tokens whose minting time is remembered (fingerprint: seconds into the run)."""
+
+
+class _Recorder:
+    """Follows every recovery, step by step, and keeps the traces of those that failed.
+
+    Cheap while requests recover: a recovery's steps are kept until it ends, then dropped
+    unless it failed. Nothing is written while the run goes on (a file write would stall the
+    loop): the traces are written after it, in a worker thread.
+    """
+
+    def __init__(
+        self,
+        started: float,
+        result: DemoResult,
+        on_event: Callable[[RecoveryEvent], None] | None,
+    ) -> None:
+        self.started = started
+        self.wall_started = time.time() - (time.monotonic() - started)
+        self.result = result
+        self.on_event = on_event
+        self.server: FakeAuthServer | None = None
+        self.open: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self.minted: dict[str, float] = {}
+        self.revoked: dict[str, list[float]] = {"managed": [], "provider": []}
+        self.kept: list[dict[str, Any]] = []
+
+    def listener(self, api: str) -> Callable[[RecoveryEvent], None]:
+        """Return the ``on_event`` of the middleware of ``api`` (``managed`` or ``provider``)."""
+        result, on_event = self.result, self.on_event
+
+        def count(event: RecoveryEvent) -> None:
+            if event.outcome == "recovered":  # a request whose retry worked
+                result.recovered_401s += 1
+            self.event(api, event)
+            if on_event is not None:
+                on_event(event)
+
+        return count
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.started, 4)
+
+    def observe_answer(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Note when the endpoint minted an access token (the server's ``mangle_answer``)."""
+        if len(self.minted) >= _MINTED:
+            self.minted.pop(next(iter(self.minted)))
+        self.minted[token_fingerprint(answer["access_token"])] = self.now()
+        return answer
+
+    def provider_rejected(self, token: str, minted: float) -> None:
+        """Note when the provider's command minted a token the provider API rejected."""
+        if len(self.minted) >= _MINTED:
+            self.minted.pop(next(iter(self.minted)))
+        self.minted[token_fingerprint(token)] = round(minted - self.wall_started, 4)
+
+    def revocation(self, kind: str) -> None:
+        self.revoked[kind].append(self.now())
+
+    def event(self, api: str, event: RecoveryEvent) -> None:
+        key = (api, event.request)
+        step: dict[str, Any] = {
+            "at": self.now(),
+            "send": event.send,
+            "step": event.step,
+            "outcome": event.outcome,
+            "rejected": event.rejected,
+        }
+        if event.rejected in self.minted:
+            step["rejected_minted_at"] = self.minted[event.rejected]
+        if event.retry_with:
+            step["retry_with"] = event.retry_with
+            if event.retry_with in self.minted:
+                step["retry_with_minted_at"] = self.minted[event.retry_with]
+        if event.fresh is not None:
+            step["fresh"] = event.fresh
+        step["next"] = event.next_step
+        if event.reason:
+            step["reason"] = event.reason
+        if event.outcome not in _TERMINAL:
+            steps = self.open.get(key)
+            if steps is None:
+                if len(self.open) >= _OPEN_TRACES:
+                    self.open.pop(next(iter(self.open)))
+                steps = self.open[key] = []
+            steps.append(step)
+            return
+        steps = self.open.pop(key, [])
+        if event.outcome == "recovered":
+            return
+        steps.append(step)
+        self.failed(api, event, steps)
+
+    def failed(self, api: str, event: RecoveryEvent, steps: list[dict[str, Any]]) -> None:
+        self.result.traced_failures += 1
+        if len(self.kept) >= _KEPT_TRACES:
+            return
+        begun = steps[0]["at"]
+        kind = "provider" if api == "provider" else "managed"
+        times = () if self.server is None else self.server.refresh_times
+        refreshes = [round(t - self.started, 4) for t in times]
+        trace = {
+            "at": begun,
+            "api": api,
+            "method": event.method,
+            "url": event.url,
+            "outcome": event.outcome,
+            "reason": event.reason or event.outcome,
+            "steps": steps,
+            # What happened around it: the revocations of its kind and the refreshes the
+            # endpoint answered, from 3 s before its first 401 (an access token's life) on.
+            "revocations": [t for t in self.revoked[kind] if t >= begun - 3],
+            "refreshes": [] if kind == "provider" else [t for t in refreshes if t >= begun - 3],
+        }
+        self.kept.append(trace)
+        if len(self.result.traces) < _SHOWN_TRACES:
+            self.result.traces.append(trace)
+
+    async def write(self, path: Path) -> None:
+        lines = "".join(json.dumps(trace, sort_keys=True) + "\n" for trace in self.kept)
+        await asyncio.to_thread(path.write_text, lines)
+
+
 class _ProviderApi:
     """A provider API that accepts fresh, unrevoked HMAC-signed tokens from the mint script."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, on_rejected: Callable[[str, float], None]) -> None:
         self.key = key
+        self.on_rejected = on_rejected
         self.revoked_before = 0.0
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -143,7 +284,10 @@ class _ProviderApi:
             return False
         # Only stamps the mint script signed get here: "<epoch seconds>.<nonce>".
         minted = float(stamp.rsplit(".", 1)[0])
-        return minted >= self.revoked_before and time.time() < minted + PROVIDER_TTL
+        if minted >= self.revoked_before and time.time() < minted + PROVIDER_TTL:
+            return True
+        self.on_rejected(token, minted)  # revoked or expired: for the traces
+        return False
 
     async def handle(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")
@@ -266,7 +410,11 @@ async def _agent(
 
 
 async def _revoker(
-    server: FakeAuthServer, provider: _ProviderApi, result: DemoResult, every: float
+    server: FakeAuthServer,
+    provider: _ProviderApi,
+    result: DemoResult,
+    every: float,
+    recorder: _Recorder,
 ) -> None:
     managed_next = random.random() < 0.5  # noqa: PLR2004, S311 -- a coin flip, not security
     while True:
@@ -277,9 +425,11 @@ async def _revoker(
         if managed_next:
             server.revoke_access_tokens()
             result.revocations += 1
+            recorder.revocation("managed")
         else:
             provider.revoked_before = time.time()
             result.provider_revocations += 1
+            recorder.revocation("provider")
         managed_next = not managed_next
 
 
@@ -307,13 +457,16 @@ async def run_demo(
         random.seed(config.seed)
     result = DemoResult()
     started = time.monotonic()
+    recorder = _Recorder(started, result, on_event)
     try:
-        interrupted = await _run_demo(config, out, result, on_event)
+        interrupted = await _run_demo(config, out, result, recorder)
     except asyncio.CancelledError:
         # Ctrl-C while it was starting or ending: still say what happened, then stop as asked.
         interrupted = True
     result.seconds = time.monotonic() - started
     result.interrupted = interrupted
+    if config.record is not None:
+        await recorder.write(config.record)
     _summary(out, config, result)
     if interrupted:
         raise asyncio.CancelledError
@@ -321,19 +474,9 @@ async def run_demo(
 
 
 async def _run_demo(
-    config: DemoConfig,
-    out: TextIO,
-    result: DemoResult,
-    on_event: Callable[[RecoveryEvent], None] | None,
+    config: DemoConfig, out: TextIO, result: DemoResult, recorder: _Recorder
 ) -> bool:
     """Run the demo into ``result``; return whether a Ctrl-C ended the agents early."""
-
-    def count(event: RecoveryEvent) -> None:
-        if event.outcome == "changed":
-            result.recovered_401s += 1
-        if on_event is not None:
-            on_event(event)
-
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="aioscopedauth-demo-") as tmp:
         home = Path(tmp) / "home"
@@ -342,7 +485,9 @@ async def _run_demo(
         (tools / "mint-token.py").write_text(_MINT_SCRIPT % {"ttl": PROVIDER_TTL})
         key = secrets.token_hex(16)
         async with FakeAuthServer(access_ttl=ACCESS_TTL, client_id="demo-client") as server:
-            provider = _ProviderApi(key.encode())
+            recorder.server = server
+            server.mangle_answer = recorder.observe_answer  # notes, changes nothing
+            provider = _ProviderApi(key.encode(), recorder.provider_rejected)
             await provider.start()
             try:
                 await FileAuthStore(home).save(server.login())
@@ -358,11 +503,17 @@ async def _run_demo(
                 refresher = CommandBearerRefresher(command)
                 async with AuthManager(FileAuthStore(home), oauth) as base:
                     derived = base.with_external_bearer_refresher(refresher)
-                    run = _Run(config, result, server, provider, refresher, out)
+                    run = _Run(config, result, server, provider, refresher, out, recorder)
                     try:
                         await run.agents(
-                            AuthMiddleware(base, origins=[server.url], on_event=count),
-                            AuthMiddleware(derived, origins=[provider.url], on_event=count),
+                            AuthMiddleware(
+                                base, origins=[server.url], on_event=recorder.listener("managed")
+                            ),
+                            AuthMiddleware(
+                                derived,
+                                origins=[provider.url],
+                                on_event=recorder.listener("provider"),
+                            ),
                         )
                     except asyncio.CancelledError:
                         # Ctrl-C: clean up, print what happened so far, then stop as asked.
@@ -384,6 +535,7 @@ class _Run:
     provider: _ProviderApi
     refresher: CommandBearerRefresher
     out: TextIO
+    recorder: _Recorder
 
     async def agents(self, managed_mw: AuthMiddleware, provider_mw: AuthMiddleware) -> None:
         config, result, server, provider = self.config, self.result, self.server, self.provider
@@ -407,7 +559,9 @@ class _Run:
                 agents.append(_agent(session, url, deadline, result, provider=on_provider))
             background = [
                 asyncio.create_task(progress.run()),
-                asyncio.create_task(_revoker(server, provider, result, config.revoke_every)),
+                asyncio.create_task(
+                    _revoker(server, provider, result, config.revoke_every, self.recorder)
+                ),
             ]
             try:
                 await asyncio.gather(*agents)
@@ -488,6 +642,16 @@ def _summary(out: TextIO, config: DemoConfig, result: DemoResult) -> None:
         for failure in result.failures
         for line in _wrap(f"example failure: {failure}", width)
     )
+    if result.traced_failures:
+        where = f", traces in {config.record}" if config.record is not None else ""
+        out.writelines(
+            line + "\n"
+            for text in (
+                f"recoveries that failed: {result.traced_failures}{where}",
+                *(f"trace: {_describe(trace)}" for trace in result.traces[:1]),
+            )
+            for line in _wrap(text, width)
+        )
     out.write("\n" + "\n".join(_wrap(_verdict(config, result), width, indent="", hang="")) + "\n")
     out.flush()
 
@@ -513,3 +677,31 @@ def _verdict(config: DemoConfig, result: DemoResult) -> str:
         f"was too short to show {', '.join(missing)} (a revocation comes about every "
         f"{config.revoke_every:g} s; run it longer, e.g. --seconds 10)."
     )
+
+
+def _minted(step: dict[str, Any], key: str) -> str:
+    moment = step.get(f"{key}_minted_at")
+    return f"{step[key]}" if moment is None else f"{step[key]} (minted {moment:.3f} s)"
+
+
+def _describe(trace: dict[str, Any]) -> str:
+    """One failed recovery in a sentence: what each send carried and what each step did."""
+    steps: list[dict[str, Any]] = trace["steps"]
+    first = _minted(steps[0], "rejected")
+    told = [f"at {trace['at']:.3f} s {trace['api']} {trace['method']}: 401 to {first}"]
+    for step in steps:
+        if step["outcome"] in {"changed", "unchanged"}:
+            then = (
+                f" -> send {step['send'] + 1} with {_minted(step, 'retry_with')}"
+                if "retry_with" in step
+                else ""
+            )
+            told.append(f"{step['step']} {step['outcome']} at {step['at']:.3f} s{then}")
+        else:
+            why = step.get("reason", "")
+            told.append(
+                f"{step['outcome']} ({why}) after send {step['send']} at {step['at']:.3f} s"
+            )
+    revocations = ", ".join(f"{t:.3f}" for t in trace["revocations"]) or "none"
+    refreshes = ", ".join(f"{t:.3f}" for t in trace["refreshes"]) or "none"
+    return "; ".join(told) + f"; revocations at {revocations} s; refreshes at {refreshes} s"

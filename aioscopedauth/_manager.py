@@ -329,6 +329,36 @@ class AuthManager:
         """Return the cached snapshot: no I/O, no refresh (``None`` before the first load)."""
         return self._core.cell.snapshot
 
+    def refreshed_since(self, auth: Auth | None, moment: float) -> bool:
+        """Whether ``auth`` came from a token request this process sent at or after ``moment``.
+
+        A 401 recovery asks this about the token its refresh step produced: a token requested
+        before the 401 (a refresh already under way, which the step joined) may have been
+        revoked with the rejected one, so its rejection says nothing about the login.
+
+        Args:
+            auth: A snapshot.
+            moment: A ``time.monotonic()`` reading.
+
+        Returns:
+            ``False`` also when unknown (tokens another process saved, or an older refresh).
+        """
+        return self._core.refresh.refreshed_since(auth, moment)
+
+    def bearer_refreshed_since(self, moment: float) -> bool:
+        """Whether this manager's latest bearer token was asked for at or after ``moment``.
+
+        The bearer twin of :meth:`refreshed_since`: the earliest start of a ``resolve()`` or
+        ``refresh()`` call that returned the token (a lower bound of when it was minted).
+
+        Args:
+            moment: A ``time.monotonic()`` reading.
+
+        Returns:
+            ``False`` also when no bearer token was returned yet.
+        """
+        return self._bearer is not None and self._bearer.refreshed_since(moment)
+
     def refresh_failure_for_auth(self, auth: Auth | None) -> RefreshTokenFailedError | None:
         """Return the permanent refresh failure recorded for exactly this snapshot, if any.
 

@@ -8,7 +8,9 @@ leaves the scope carries no credentials (the redirect token leak of aiohttp #122
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
+import itertools
 import logging
 from typing import TYPE_CHECKING, Literal
 
@@ -33,7 +35,9 @@ logger = logging.getLogger("aioscopedauth.middleware")
 
 _UNAUTHORIZED = 401
 _MAX_SENDS = 4
-"""A hard bound on sends of one request; the recovery itself allows at most 3 (managed)."""
+"""A hard bound on the retries of one request. A managed recovery retries at most 4 times
+(after a reload that found other tokens, then after up to 3 refresh steps; see ``_recovery``
+for when a refresh step runs again), a bearer one 3."""
 UNAUTHORIZED_BODY_LIMIT = 64 * 1024
 """A 401 body is buffered before recovering only when it declares at most this many bytes."""
 UNAUTHORIZED_BODY_WAIT = 1.0
@@ -42,20 +46,84 @@ _LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 
 Origin = tuple[str, str | None, int | None]
 
-Outcome = Literal["changed", "unchanged", "permanent_failure", "transient_failure"]
+Outcome = Literal[
+    "changed", "unchanged", "permanent_failure", "transient_failure", "recovered", "gave_up"
+]
+GiveUpReason = Literal[
+    "recovery_exhausted",
+    "not_chatgpt_auth",
+    "no_external_auth",
+    "no_new_auth",
+    "not_replayable",
+    "send_limit",
+]
+
+_UNAVAILABLE: dict[str, GiveUpReason] = {
+    "not_chatgpt_auth": "not_chatgpt_auth",
+    "no_external_auth": "no_external_auth",
+}
+"""Why a recovery has no step left, as a ``gave_up`` reason (else ``recovery_exhausted``)."""
+
+
+def fingerprint(auth: Auth | None) -> str:
+    """A short, stable name for a token, for telling snapshots apart in traces.
+
+    The first 8 hex digits of the token's SHA-256: enough to tell the tokens of one run apart,
+    far too little to recover or guess one.
+
+    Args:
+        auth: A snapshot, or ``None``.
+
+    Returns:
+        The fingerprint, or ``""`` for ``None``.
+    """
+    return "" if auth is None else token_fingerprint(auth.token)
+
+
+def token_fingerprint(token: str) -> str:
+    """:func:`fingerprint` of the auth that sends ``token`` (for a server's side of a trace).
+
+    Args:
+        token: A bearer token.
+
+    Returns:
+        The fingerprint.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
 
 
 @attrs.frozen
 class RecoveryEvent:
-    """One recovery step the middleware took, for metrics and logs (never holds a secret).
+    """One thing the middleware did about a 401, for metrics, logs and traces (no secret).
+
+    Every step emits one; a request's recovery then ends with a ``recovered`` event (a retry
+    got another answer than 401) or a ``gave_up`` event (the caller gets the 401, ``reason``
+    says why), or with a ``permanent_failure``/``transient_failure`` (the error is raised).
+    Events of one request share ``request``, so a trace is all the events with one number.
 
     Attributes:
         mode: ``managed`` or ``external``.
-        step: The step that ran.
-        outcome: ``changed``, ``unchanged``, ``permanent_failure`` or ``transient_failure``.
-        auth_state_changed: What the step reported (``None`` when it failed).
+        step: The step that ran (for ``recovered``/``gave_up``: the step that would be next).
+        outcome: ``changed``, ``unchanged``, ``permanent_failure``, ``transient_failure``,
+            ``recovered`` or ``gave_up``.
+        auth_state_changed: What the step reported (``None`` when it failed, and for
+            ``recovered``/``gave_up``).
         method: The request's method.
         url: The request's URL without query, fragment or user info.
+        request: The number of the recovering request (per middleware, from 1).
+        send: Which send of the request got the 401 this event answers (1: the first; for
+            ``recovered``, the send that succeeded).
+        rejected: :func:`fingerprint` of the auth that 401 answered (for ``recovered``: of the
+            auth that worked).
+        retry_with: :func:`fingerprint` of the auth the request is sent with next, after a
+            step that changed it; else ``""``.
+        next_step: The recovery's step after this event (``done``: none left).
+        fresh: For a refresh step that changed the auth: whether its token was asked for after
+            the 401 (see :attr:`RecoveryStep.fresh`); else ``None``.
+        reason: For ``gave_up``: ``recovery_exhausted`` (every step ran and the last auth was
+            rejected too), ``not_chatgpt_auth``, ``no_external_auth``, ``no_new_auth`` (a step
+            reported a change but the manager has no other auth), ``not_replayable`` (the body
+            cannot be sent again) or ``send_limit``; else ``""``.
     """
 
     mode: str
@@ -64,6 +132,13 @@ class RecoveryEvent:
     auth_state_changed: bool | None
     method: str
     url: str
+    request: int = 0
+    send: int = 0
+    rejected: str = ""
+    retry_with: str = ""
+    next_step: str = ""
+    reason: GiveUpReason | Literal[""] = ""
+    fresh: bool | None = None
 
 
 def _origins(origins: str | URL | Iterable[str | URL]) -> frozenset[Origin]:
@@ -205,6 +280,8 @@ class AuthMiddleware:
         """Requests in their first send (maybe still waiting for a connection), by the auth
         their headers carry now."""
         self._last_swap: tuple[Auth, Auth] | None = None
+        self._numbers = itertools.count(1)
+        """Numbers the recovering requests, so one request's events can be told apart."""
 
     @property
     def manager(self) -> AuthManager:
@@ -341,13 +418,16 @@ class AuthMiddleware:
         # request passes here, and an async generator costs each one several more objects
         # (the generator, an awaitable per step, its closing), hence more garbage collection.
         recovery = self._manager.unauthorized_recovery(auth)
+        number = next(self._numbers)
         previous: Auth | None = None
-        for _ in range(_MAX_SENDS):
+        for send in range(1, _MAX_SENDS + 1):
             # Buffer a small 401 body, so the connection goes back to the pool while we
             # refresh; a large or slow one stays unread, for the caller if we hand it back.
             buffered = await _buffer_small_body(response)
             # The recovery was built knowing the first rejected auth; later 401s tell it.
-            new_auth = await self._recover(request, recovery, auth, started=previous is not None)
+            new_auth = await self._recover(
+                request, recovery, auth, number=number, send=send, started=previous is not None
+            )
             if new_auth is None:
                 return response
             if not _replayable(request):
@@ -357,6 +437,9 @@ class AuthMiddleware:
                     "retries",
                     request.method,
                     _safe_url(request.url),
+                )
+                self._emit(
+                    request, recovery, "gave_up", number, send, auth, reason="not_replayable"
                 )
                 return response
             if not buffered:
@@ -368,35 +451,58 @@ class AuthMiddleware:
             self._apply(request, auth, previous)
             response = await handler(request)
             if response.status != _UNAUTHORIZED:
+                self._emit(request, recovery, "recovered", number, send + 1, auth)
                 return response
+            # Told, the recovery decides whether this 401 proves anything (see _recovery).
+            recovery.rejected_again(auth)
+        self._emit(request, recovery, "gave_up", number, _MAX_SENDS + 1, auth, reason="send_limit")
         return response
 
-    async def _recover(
+    async def _recover(  # noqa: PLR0913 -- the trace's numbers ride along, keyword-only
         self,
         request: ClientRequest,
         recovery: UnauthorizedRecovery,
         rejected: Auth,
         *,
+        number: int,
+        send: int,
         started: bool,
     ) -> Auth | None:
-        """Step until the auth changes; return the auth to retry with, or ``None`` to give up."""
+        """Step until the auth changes; return the auth to retry with, or ``None`` to give up.
+
+        Giving up emits a ``gave_up`` event that says why.
+        """
         while recovery.has_next():
             try:
                 # The first step knows the rejected auth already; a later one is told the auth
                 # the latest attempt carried, so a step never adopts that same auth again.
                 step = await recovery.next(rejected if started else None)
             except RefreshTokenFailedError:
-                self._emit(request, recovery, "permanent_failure")
+                self._emit(request, recovery, "permanent_failure", number, send, rejected)
                 raise
             except TransientRefreshError:
-                self._emit(request, recovery, "transient_failure")
+                self._emit(request, recovery, "transient_failure", number, send, rejected)
                 raise
             started = True
-            outcome: Outcome = "changed" if step.auth_state_changed else "unchanged"
-            self._emit(request, recovery, outcome, changed=step.auth_state_changed, step=step.name)
-            if step.auth_state_changed:
-                new_auth = await self._manager.auth()
-                return new_auth if new_auth is not None and new_auth != rejected else None
+            if not step.auth_state_changed:
+                self._emit(
+                    request, recovery, "unchanged", number, send, rejected,
+                    changed=step.auth_state_changed, step=step.name,
+                )  # fmt: skip
+                continue
+            new_auth = await self._manager.auth()
+            usable = new_auth is not None and new_auth != rejected
+            self._emit(
+                request, recovery, "changed", number, send, rejected,
+                changed=True, step=step.name, retry_with=new_auth if usable else None,
+                fresh=step.fresh,
+            )  # fmt: skip
+            if usable:
+                return new_auth
+            self._emit(request, recovery, "gave_up", number, send, rejected, reason="no_new_auth")
+            return None
+        reason = _UNAVAILABLE.get(recovery.unavailable_reason(), "recovery_exhausted")
+        self._emit(request, recovery, "gave_up", number, send, rejected, reason=reason)
         return None
 
     def _apply(self, request: ClientRequest, auth: Auth, previous: Auth | None) -> None:
@@ -407,14 +513,20 @@ class AuthMiddleware:
                     request.headers.popall(name, None)
         request.headers.update(headers)
 
-    def _emit(
+    def _emit(  # noqa: PLR0913, PLR0917 -- one event's facts; private, called positionally
         self,
         request: ClientRequest,
         recovery: UnauthorizedRecovery,
         outcome: Outcome,
+        number: int,
+        send: int,
+        rejected: Auth | None,
         *,
         changed: bool | None = None,
         step: str | None = None,
+        retry_with: Auth | None = None,
+        reason: GiveUpReason | Literal[""] = "",
+        fresh: bool | None = None,
     ) -> None:
         on_event = self._on_event
         if on_event is None and not logger.isEnabledFor(logging.DEBUG):
@@ -422,14 +534,37 @@ class AuthMiddleware:
         mode = recovery.mode_name
         name = step or recovery.step_name
         url = _safe_url(request.url)
-        logger.debug(
-            "401 recovery: mode=%s step=%s outcome=%s auth_state_changed=%s %s %s",
+        event = RecoveryEvent(
             mode,
             name,
             outcome,
             changed,
             request.method,
             url,
+            request=number,
+            send=send,
+            rejected=fingerprint(rejected),
+            retry_with=fingerprint(retry_with),
+            next_step=recovery.step_name,
+            reason=reason,
+            fresh=fresh,
+        )
+        logger.debug(
+            "401 recovery: mode=%s step=%s outcome=%s auth_state_changed=%s %s %s "
+            "(request %d, send %d, rejected %s, retry with %s%s, next %s%s)",
+            mode,
+            name,
+            outcome,
+            changed,
+            request.method,
+            url,
+            number,
+            send,
+            event.rejected or "-",
+            event.retry_with or "-",
+            "" if fresh is None else (" asked for after the 401" if fresh else " asked for before"),
+            event.next_step,
+            f", reason {reason}" if reason else "",
         )
         if on_event is not None:
-            on_event(RecoveryEvent(mode, name, outcome, changed, request.method, url))
+            on_event(event)

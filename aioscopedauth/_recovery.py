@@ -5,15 +5,28 @@ Managed logins go ``reload`` (adopt what another process saved, if it is the sam
 be refreshed, goes ``reload`` (adopt a new token saved since) → ``done``. External sources
 (bearer commands and host-supplied tokens) go ``external_refresh`` → ``done``. API keys and
 missing auth never recover. The choice of step is a pure function, :func:`next_step`.
+
+A ``refresh_token`` or ``external_refresh`` step runs again when the token it produced was
+asked for before the 401 arrived: it joined (or adopted) a refresh already under way, whose
+token a revocation may have killed on its way back, so a 401 to it proves nothing about the
+login (issue 23). After a step whose token was asked for after the 401 ("fresh") the recovery
+is done; a caller whose retry with that token is rejected again says so
+(:meth:`UnauthorizedRecovery.rejected_again`, as the middleware does), and one more refresh
+step is allowed when that was the first fresh token rejected (a revocation may land right
+after a token is minted) or when it had expired by then (a managed access token's ``exp``
+says so). The second fresh token rejected ends the recovery, and so does the third refresh
+step (:data:`MAX_REFRESH_STEPS`) whatever its token.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
-from ._errors import RefreshFailureReason, RefreshTokenFailedError
+from ._errors import AuthDataError, RefreshFailureReason, RefreshTokenFailedError
+from ._jwt import jwt_expiration
 from ._model import Auth, AuthMode
 
 if TYPE_CHECKING:
@@ -26,6 +39,10 @@ __all__ = ["RecoveryStep", "RecoveryTarget", "StepName", "UnauthorizedRecovery",
 StepName = Literal["reload", "refresh_token", "external_refresh", "done"]
 ModeName = Literal["managed", "external"]
 NO_MORE_STEPS_MESSAGE = "No more recovery steps available."
+MAX_REFRESH_STEPS = 3
+"""A refresh step runs at most this often in one recovery (the repeats: see the module)."""
+FRESH_REJECTIONS = 2
+"""Fresh tokens (asked for after their 401) rejected before the login is taken as unusable."""
 
 
 @attrs.frozen
@@ -36,13 +53,21 @@ class RecoveryStep:
         name: The step that ran.
         auth_state_changed: Whether it produced different auth (``False``: retrying would send
             the token the server just rejected).
+        fresh: For a refresh step that changed the auth: whether its token was asked for
+            after the 401 (``True``: the recovery is done, unless told of a rejection that
+            proves nothing; see :meth:`UnauthorizedRecovery.rejected_again`) or before, by a
+            refresh this step joined or adopted (``False``: another refresh step may follow).
+            ``None`` for other steps.
     """
 
     name: StepName
     auth_state_changed: bool | None
+    fresh: bool | None = attrs.field(default=None, eq=False)  # a detail: compare as before
 
 
-def next_step(mode: ModeName, step: StepName, *, refreshable: bool = True) -> StepName:
+def next_step(
+    mode: ModeName, step: StepName, *, refreshable: bool = True, conclusive: bool = True
+) -> StepName:
     """Return the step after ``step`` (the state machine, without I/O).
 
     Args:
@@ -50,12 +75,17 @@ def next_step(mode: ModeName, step: StepName, *, refreshable: bool = True) -> St
         step: The step that just succeeded.
         refreshable: ``False`` for a login that has no refresh token (a personal access
             token): a managed recovery ends after its reload.
+        conclusive: ``False`` when a refresh step (``refresh_token``, ``external_refresh``)
+            produced a token that was asked for before the 401, and may run again: a 401 to
+            that token would not prove the login unusable.
 
     Returns:
         The following step.
     """
     if mode == "managed" and step == "reload" and refreshable:
         return "refresh_token"
+    if step in {"refresh_token", "external_refresh"} and not conclusive:
+        return step
     return "done"
 
 
@@ -94,13 +124,43 @@ class RecoveryTarget(Protocol):
         """The external_refresh step."""
         ...
 
+    def refreshed_since(self, auth: Auth | None, moment: float) -> bool:
+        """Whether ``auth`` came from a token request sent at or after ``moment``."""
+        ...
+
+    def bearer_refreshed_since(self, moment: float) -> bool:
+        """Whether the latest bearer token was asked for at or after ``moment``."""
+        ...
+
+
+def expired_by_now(auth: Auth) -> bool:
+    """Whether ``auth``'s access token has expired by this machine's clock.
+
+    Args:
+        auth: A snapshot.
+
+    Returns:
+        ``False`` for a token without a known expiry (``tokens.expires_at`` or a JWT ``exp``).
+    """
+    if auth.data is None or auth.data.tokens is None:
+        return False
+    exp = auth.data.tokens.expires_at  # a standard provider's expires_in, kept
+    if exp is None:
+        try:
+            exp = jwt_expiration(auth.token)
+        except AuthDataError:
+            return False
+    return exp is not None and exp.timestamp() <= time.time()
+
 
 class UnauthorizedRecovery:
     """Steps through the recovery of one rejected request.
 
     Get one from :meth:`AuthManager.unauthorized_recovery`. Either call :meth:`next` while
     :meth:`has_next`, or iterate: ``async for step in recovery:`` runs one step per iteration
-    and ends when none is left.
+    and ends when none is left. Calling :meth:`next` again says the auth the previous step
+    produced was rejected too; so a repeated refresh step (see the module) runs for an
+    iteration only when the auth rejected again is sent to the generator (``asend``).
 
     Args:
         manager: The manager whose auth was rejected.
@@ -110,9 +170,12 @@ class UnauthorizedRecovery:
     # Slots: a storm of 401s keeps a thousand of these alive at once (one object each, no dict).
     __slots__ = (
         "_expected_account",
+        "_final",
+        "_fresh_steps",
         "_manager",
         "_mode",
         "_refreshable",
+        "_refreshes",
         "_rejected",
         "_step",
     )
@@ -132,6 +195,10 @@ class UnauthorizedRecovery:
         self._mode: ModeName = "external" if external else "managed"
         self._refreshable = basis is None or basis.mode is not AuthMode.PERSONAL_ACCESS_TOKEN
         self._step: StepName = "external_refresh" if external else "reload"
+        self._refreshes = 0
+        self._fresh_steps = 0
+        self._final = False
+        """Whether the last step was a fresh refresh step (see rejected_again)."""
 
     @property
     def mode_name(self) -> ModeName:
@@ -165,6 +232,24 @@ class UnauthorizedRecovery:
         """Whether another step can run (evaluated against the manager's current state)."""
         return self.unavailable_reason() == "ready"
 
+    def rejected_again(self, auth: Auth) -> None:
+        """Say that a retry with the auth the last step produced was answered 401 too.
+
+        After a fresh refresh step (its token asked for after the 401) the recovery is done,
+        but this rejection may still say nothing about the login: it is the first fresh token
+        rejected (a revocation can land right after a token is minted), or the token had
+        expired by the time it arrived (a stalled event loop). Then one more refresh step
+        becomes available (:meth:`has_next`), within :data:`MAX_REFRESH_STEPS`.
+
+        Args:
+            auth: The auth the rejected retry carried.
+        """
+        if not self._final or self._step != "done" or self._refreshes >= MAX_REFRESH_STEPS:
+            return
+        self._final = False
+        if self._fresh_steps < FRESH_REJECTIONS or expired_by_now(auth):
+            self._step = "external_refresh" if self._mode == "external" else "refresh_token"
+
     async def next(self, rejected: Auth | None = None) -> RecoveryStep:
         """Run the next step.
 
@@ -186,8 +271,13 @@ class UnauthorizedRecovery:
             raise RefreshTokenFailedError(RefreshFailureReason.OTHER, NO_MORE_STEPS_MESSAGE)
         step = self._step
         manager = self._manager
+        # The 401 that brought the caller here arrived before this moment, and so did whatever
+        # revoked the rejected token: a token requested from now on was minted after it.
+        observed = time.monotonic()
         if rejected is not None:
             self._rejected = rejected
+        conclusive = True
+        fresh: bool | None = None
         if step == "reload":
             try:
                 changed = await manager.reload_if_account_matches(
@@ -196,24 +286,44 @@ class UnauthorizedRecovery:
             except RefreshTokenFailedError:
                 self._step = "done"
                 raise
-        elif step == "refresh_token":
-            changed = await manager.refresh_rejected(self._rejected)
         else:
-            changed = await manager.refresh_external_auth(self._rejected)
-        self._step = next_step(self._mode, step, refreshable=self._refreshable)
+            if step == "refresh_token":
+                changed = await manager.refresh_rejected(self._rejected)
+            else:
+                changed = await manager.refresh_external_auth(self._rejected)
+            self._refreshes += 1
+            # Joining a refresh that was already under way (or adopting its result) may hand
+            # us a token minted before the revocation that caused this 401, so dead too: a 401
+            # to it is no evidence against the login. One more refresh is then allowed.
+            if changed:
+                fresh = (
+                    manager.bearer_refreshed_since(observed)
+                    if manager.mode is AuthMode.BEARER
+                    else manager.refreshed_since(manager.auth_cached(), observed)
+                )
+                self._fresh_steps += fresh
+            conclusive = not changed or bool(fresh) or self._refreshes >= MAX_REFRESH_STEPS
+            self._final = bool(fresh)
+        self._step = next_step(
+            self._mode, step, refreshable=self._refreshable, conclusive=conclusive
+        )
         if self._mode == "managed":
             # The retry sends what the manager holds now; that is what a next 401 rejects.
             self._rejected = manager.auth_cached()
-        return RecoveryStep(step, changed)
+        return RecoveryStep(step, changed, fresh)
 
     async def __aiter__(self) -> AsyncGenerator[RecoveryStep, Auth | None]:
         """Run one step per iteration until none is left.
 
         The generator may be sent (``asend``) the auth the latest attempt carried; see
-        :meth:`next`. Close it (``aclose``) when done early.
+        :meth:`next`. Close it (``aclose``) when done early. A plain ``async for`` sends
+        nothing, so it runs each step once: a second ``refresh_token`` needs word that the
+        first one's token was rejected.
         """
         rejected: Auth | None = None
         while self.has_next():
+            if rejected is None and self._refreshes:
+                return
             rejected = yield await self.next(rejected)
 
     def __repr__(self) -> str:

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from ._model import AuthDotJson
     from ._oauth import OAuthConfig, TokenResponse
     from ._session import SessionHolder
-    from ._snapshot import SnapshotCell
+    from ._snapshot import ChangeReason, SnapshotCell
 
 __all__ = [
     "Freshness",
@@ -171,6 +171,10 @@ class RefreshCoordinator:
     freshness: Freshness
     lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
     inflight: InFlight | None = None
+    requested: tuple[Auth | None, float] | None = None
+    """(snapshot, when): the snapshot this process's last refresh produced, and when
+    (``time.monotonic()``) its token request was sent. A 401 recovery tells from it whether the
+    token it adopted was asked for after its 401, i.e. after whatever revoked the old one."""
     closing: asyncio.Task[None] | None = None
     """Closes the owned session once the refresh ends, when ``aclose()`` could not wait."""
     _closing_after: InFlight | None = None
@@ -181,6 +185,16 @@ class RefreshCoordinator:
         """Whether a refresh of exactly ``auth`` is under way."""
         inflight = self.inflight
         return inflight is not None and not inflight.task.done() and inflight.expected == auth
+
+    def refreshed_since(self, auth: Auth | None, moment: float) -> bool:
+        """Whether ``auth`` came from a token request this process sent at or after ``moment``."""
+        requested = self.requested
+        return (
+            auth is not None
+            and requested is not None
+            and requested[0] == auth
+            and requested[1] >= moment
+        )
 
     def join(self, expected: Auth, host: ExternalRefresher | None) -> asyncio.Future[bool]:
         """Join (or start) the one refresh of ``expected``; await the returned future.
@@ -402,6 +416,7 @@ class RefreshCoordinator:
         # The CAS key; a client's own login has no refresh token, its access token stands in.
         spent = spend_key(data.tokens)
         sent = _now()  # before the POST: the lifetime runs from when the endpoint answered
+        asked = time.monotonic()  # likewise: see refreshed_since
         answer = await self._post(expected, data.tokens.refresh_token)
         if answer is None:
             return True  # someone else's tokens were adopted
@@ -412,7 +427,7 @@ class RefreshCoordinator:
             msg = f"Failed to refresh token: the token endpoint returned a bad id token ({exc})"
             raise TransientRefreshError(msg) from exc
         return await self._commit(
-            expected, data=data, spent=spent, merge=merge, merged=merged, answer=answer
+            expected, data=data, spent=spent, merge=merge, merged=merged, answer=answer, asked=asked
         )
 
     async def _post(self, expected: Auth, spent: str) -> TokenResponse | None:
@@ -472,6 +487,7 @@ class RefreshCoordinator:
         merge: Callable[[AuthDotJson], AuthDotJson],
         merged: AuthDotJson,
         answer: TokenResponse,
+        asked: float,
     ) -> bool:
         reader = self.reader
         host_tokens = data.resolved_mode is AuthMode.CHATGPT_AUTH_TOKENS
@@ -501,13 +517,13 @@ class RefreshCoordinator:
                 "and saving them again on the next refresh",
                 exc,
             )
-            self.cell.set(reader.auth_for(merged), "refresh")
+            self._produced(reader.auth_for(merged), asked, "refresh")
             return self._report_unusable_parts(answer)
         reader.unsaved = None
         if result.written:
             # The answer is "does the caller now have other auth", not "did this call change
             # the snapshot": a reload that read the saved file meanwhile may have set it.
-            self.cell.set(reader.auth_for(result.after), "refresh")
+            self._produced(reader.auth_for(result.after), asked, "refresh")
             return self._report_unusable_parts(answer)
         # Someone wrote the login after we read it: a logout, a new login, or another writer's
         # tokens. Theirs wins; the answer to our spent token is dropped.
@@ -592,6 +608,7 @@ class RefreshCoordinator:
         context = RefreshContext(
             previous_account_id=expected.account_id, rejected_token=expected.token
         )
+        asked = time.monotonic()
         outcome = await call_source(host.refresh(context))
         if not isinstance(outcome, ExternalAuthTokens):
             msg = f"external auth refresh failed: {outcome}"
@@ -612,8 +629,15 @@ class RefreshCoordinator:
             msg = f"external auth refresh returned unusable tokens: {exc}"
             raise TransientRefreshError(msg) from exc
         await self.reader.memory.save(data)
-        self.cell.set(Auth.from_data(data, account_header=self.oauth.account_header), "external")
+        self._produced(
+            Auth.from_data(data, account_header=self.oauth.account_header), asked, "external"
+        )
         return True
+
+    def _produced(self, auth: Auth | None, asked: float, reason: ChangeReason) -> None:
+        """Make ``auth``, which a token request sent at ``asked`` produced, the snapshot."""
+        self.requested = (auth, asked)
+        self.cell.set(auth, reason)
 
     def _record(
         self, attempted: Auth, error: RefreshTokenFailedError | TransientRefreshError

@@ -148,7 +148,7 @@ async def test_body_is_reopened_and_resent_after_a_401(
         client.post(f"{server.url}/api/notes", data=FileBody(upload, chunk_size=4096)) as response,
     ):
         assert response.status == 200
-    assert [e.outcome for e in events] == ["unchanged", "changed"]
+    assert [e.outcome for e in events] == ["unchanged", "changed", "recovered"]
     received = server.last_api_request
     assert received is not None
     assert received["body"] == upload.read_bytes()

@@ -145,6 +145,41 @@ async def test_500_concurrent_refreshes_for_one_rejected_token_run_once(tmp_path
     assert script.runs == 2
 
 
+async def test_a_stale_replacement_is_not_handed_out_after_a_401(tmp_path: Path) -> None:
+    # Issue 23: a caller rejected with an older token used to get the cached one however old;
+    # on a busy loop it had expired by the time the retry arrived. A stale one runs again.
+    stale = json.dumps({"token": "stale", "expires_in": 0})
+    script = write_token_script(tmp_path, "older", f"JSON:{stale}", "new", "unused")
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=3600))
+    older = await refresher.resolve()
+    assert older is not None
+    got = await refresher.refresh(RefreshContext(rejected_token=older.access_token))
+    assert got.access_token == "stale"  # the run this 401 caused: returned however short-lived
+    again = await refresher.refresh(RefreshContext(rejected_token=older.access_token))
+    assert again.access_token == "new"  # a later 401 to "older": "stale" is no replacement
+    results = await asyncio.gather(
+        *(refresher.refresh(RefreshContext(rejected_token="stale")) for _ in range(100))
+    )
+    assert {r.access_token for r in results} == {"new"}  # fresh: adopted, no run
+    assert script.runs == 3
+
+
+async def test_resolve_keeps_a_valid_token_while_a_run_is_under_way(tmp_path: Path) -> None:
+    # Like a managed login in its refresh window: a caller that finds the command running
+    # keeps the cached token while it has not expired, instead of queueing on the lock.
+    valid = json.dumps({"token": "first", "expires_in": 3600})
+    script = write_token_script(tmp_path, f"JSON:{valid}", "second")
+    # Due for a re-run as soon as it is fetched (a nanosecond interval), valid for an hour.
+    refresher = CommandBearerRefresher(_config(script, refresh_interval=1e-9))
+    assert (await refresher.resolve()).access_token == "first"  # type: ignore[union-attr]
+    running = asyncio.create_task(refresher.refresh(RefreshContext()))  # runs the command
+    meanwhile = asyncio.create_task(refresher.resolve())  # its first turn comes after that
+    assert (await meanwhile).access_token == "first"  # type: ignore[union-attr]
+    assert not running.done()
+    assert (await running).access_token == "second"
+    assert script.runs == 2
+
+
 async def test_refresh_without_rejected_token_always_runs(tmp_path: Path) -> None:
     script = write_token_script(tmp_path, "a", "b", "c")
     refresher = CommandBearerRefresher(_config(script))

@@ -13,6 +13,7 @@ import struct
 import sys
 import termios
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,85 @@ async def test_an_early_ctrl_c_prints_no_traceback() -> None:
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert "Traceback" not in err.decode(), err.decode()
     assert proc.returncode in {130, -signal.SIGINT}, (out + err).decode()
+
+
+async def test_record_keeps_the_traces_of_failed_recoveries_only(tmp_path: Path) -> None:
+    # The recorder follows each recovery by its request number and keeps only those that end
+    # in a failure, with what happened around them; nothing is written until the run ends.
+    import json  # noqa: PLC0415 -- only this test reads JSON
+
+    from aioscopedauth._demo import DemoResult, _describe, _Recorder  # noqa: PLC0415
+    from aioscopedauth._middleware import RecoveryEvent  # noqa: PLC0415
+
+    result = DemoResult()
+    seen: list[RecoveryEvent] = []
+    recorder = _Recorder(0.0, result, seen.append)
+    recorder.observe_answer({"access_token": "fresh-token"})
+    recorder.revocation("managed")
+    managed = recorder.listener("managed")
+
+    def event(request: int, step: str, outcome: Any, **more: Any) -> RecoveryEvent:
+        return RecoveryEvent(
+            "managed", step, outcome, None, "GET", "http://h/api", request=request, **more
+        )
+
+    managed(event(1, "reload", "unchanged", send=1, rejected="aaaaaaaa", next_step="refresh_token"))
+    managed(event(2, "reload", "unchanged", send=1, rejected="aaaaaaaa", next_step="refresh_token"))
+    managed(
+        event(
+            1,
+            "refresh_token",
+            "changed",
+            send=1,
+            rejected="aaaaaaaa",
+            retry_with="bbbbbbbb",
+            next_step="done",
+            fresh=True,
+        )
+    )
+    managed(
+        event(
+            2,
+            "refresh_token",
+            "changed",
+            send=1,
+            rejected="aaaaaaaa",
+            retry_with="bbbbbbbb",
+            next_step="done",
+            fresh=True,
+        )
+    )
+    managed(event(1, "done", "recovered", send=2, rejected="bbbbbbbb", next_step="done"))
+    managed(
+        event(
+            2,
+            "done",
+            "gave_up",
+            send=2,
+            rejected="bbbbbbbb",
+            next_step="done",
+            reason="recovery_exhausted",
+        )
+    )
+    assert len(seen) == 6  # the caller's on_event still sees everything
+    assert result.recovered_401s == 1  # requests whose retry worked
+    assert result.traced_failures == 1
+    path = tmp_path / "traces.jsonl"
+    await recorder.write(path)
+    (line,) = path.read_text().splitlines()
+    trace = json.loads(line)
+    assert (trace["api"], trace["reason"], trace["revocations"]) == (
+        "managed",
+        "recovery_exhausted",
+        [trace["revocations"][0]],
+    )
+    assert [(s["step"], s["outcome"], s["send"]) for s in trace["steps"]] == [
+        ("reload", "unchanged", 1),
+        ("refresh_token", "changed", 1),
+        ("done", "gave_up", 2),
+    ]
+    assert trace["steps"][1]["fresh"] is True
+    assert result.traces == [trace]
+    described = _describe(trace)
+    assert "refresh_token changed" in described
+    assert "gave_up (recovery_exhausted) after send 2" in described

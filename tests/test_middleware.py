@@ -88,8 +88,20 @@ async def test_revoked_token_recovers_with_one_post(
     assert [(e.mode, e.step, e.outcome, e.auth_state_changed) for e in events] == [
         ("managed", "reload", "unchanged", False),
         ("managed", "refresh_token", "changed", True),
+        ("managed", "done", "recovered", None),
     ]
     assert all(e.url == f"{server.url}/api/b" for e in events)
+    # One request's trace: which auth each send carried, what each step did, how it ended.
+    first, refresh, recovered = events
+    assert {e.request for e in events} == {1}
+    assert [(e.send, e.next_step, e.reason) for e in events] == [
+        (1, "refresh_token", ""),
+        (1, "done", ""),
+        (2, "done", ""),
+    ]
+    assert first.rejected == refresh.rejected != refresh.retry_with == recovered.rejected
+    assert len(recovered.rejected) == 8
+    assert first.retry_with == recovered.retry_with == ""
 
 
 async def test_1000_concurrent_requests_after_a_revoke(
@@ -146,7 +158,7 @@ async def test_requests_still_waiting_for_a_connection_go_out_with_the_new_token
     assert len(set(carried) - {stale}) == 1
 
 
-async def test_managed_request_is_sent_at_most_three_times(
+async def test_managed_request_is_sent_at_most_four_times(
     home: Path, session: aiohttp.ClientSession, server: FakeAuthServer, manager: AuthManager
 ) -> None:
     write_auth_json(home, server.login())
@@ -155,8 +167,10 @@ async def test_managed_request_is_sent_at_most_three_times(
     server.api_always_401 = True
     status, _ = await _get(session, f"{server.url}/api/x")
     assert status == 401
-    assert server.api_hits == 3
-    assert server.token_calls == 1
+    # Initial, after the reload, after a refresh, and after a second refresh: one rejected
+    # fresh token may be a revocation that landed after it was minted; two are the login.
+    assert server.api_hits == 4
+    assert server.token_calls == 2
 
 
 async def test_always_401_hands_the_caller_a_readable_401(
@@ -167,10 +181,10 @@ async def test_always_401_hands_the_caller_a_readable_401(
     status, body = await _get(session, f"{server.url}/api/x")
     assert status == 401
     assert json.loads(body)["error"]["code"] == "invalid_token"
-    assert server.api_hits == 2
+    assert server.api_hits == 3  # initial, then two fresh tokens rejected
 
 
-async def test_bearer_request_is_sent_at_most_twice(
+async def test_bearer_request_is_sent_at_most_three_times(
     tmp_path: Path, manager: AuthManager, server: FakeAuthServer
 ) -> None:
     script = write_token_script(tmp_path / "s", "p1", "p2", "p3")
@@ -183,14 +197,16 @@ async def test_bearer_request_is_sent_at_most_twice(
     ) as client:
         status, _ = await _get(client, f"{server.url}/api/x")
     assert status == 401
-    assert server.api_hits == 2
-    assert script.runs == 2
-    assert [(e.mode, e.step, e.outcome) for e in events] == [
-        ("external", "external_refresh", "changed")
+    assert server.api_hits == 3
+    assert script.runs == 3
+    assert [(e.mode, e.step, e.outcome, e.fresh, e.reason) for e in events] == [
+        ("external", "external_refresh", "changed", True, ""),
+        ("external", "external_refresh", "changed", True, ""),
+        ("external", "done", "gave_up", None, "recovery_exhausted"),
     ]
     sent = server.last_api_request
     assert sent is not None
-    assert sent["headers"]["Authorization"] == "Bearer p2"
+    assert sent["headers"]["Authorization"] == "Bearer p3"
     assert "ChatGPT-Account-ID" not in sent["headers"]
 
 

@@ -13,6 +13,7 @@ from aioscopedauth import (
     RefreshFailureReason,
     RefreshTokenFailedError,
     TransientRefreshError,
+    UnauthorizedRecovery,
 )
 from aioscopedauth._oauth import ACCOUNT_MISMATCH_MESSAGE
 from aioscopedauth._recovery import next_step
@@ -26,6 +27,10 @@ def test_next_step_state_machine() -> None:
     assert next_step("managed", "reload") == "refresh_token"
     assert next_step("managed", "refresh_token") == "done"
     assert next_step("external", "external_refresh") == "done"
+    # A refresh that produced a token asked for before the 401 may run once more.
+    assert next_step("managed", "refresh_token", conclusive=False) == "refresh_token"
+    assert next_step("external", "external_refresh", conclusive=False) == "external_refresh"
+    assert next_step("managed", "reload", refreshable=False, conclusive=False) == "done"
 
 
 async def test_unauthorized_recovery_reports_mode_and_step_names(
@@ -224,3 +229,78 @@ async def test_a_cancelled_reader_does_not_strand_the_recoveries_sharing_its_rea
     assert await asyncio.gather(*sharing) == [False] * 5  # they read again and finished
     with pytest.raises(asyncio.CancelledError):
         await reader
+
+
+async def test_a_refresh_joined_before_the_401_may_run_again_only_when_told(
+    home: Path, manager: AuthManager, server: FakeAuthServer
+) -> None:
+    # Issue 23: a recovery whose refresh step joined a refresh asked for before its 401 got a
+    # token that a revocation may have killed on its way back. Told so (next(rejected)), it
+    # refreshes once more; a plain `async for` (which reports no new 401) runs each step once.
+    write_auth_json(home, server.login())
+    rejected = await manager.auth()
+    server.token_gate = asyncio.Event()
+    proactive = asyncio.create_task(manager.refresh_token())
+    await server.token_request_seen.wait()
+    told = manager.unauthorized_recovery(rejected)
+    iterated = manager.unauthorized_recovery(rejected)
+
+    async def two_steps() -> tuple[RecoveryStep, RecoveryStep]:
+        first = await told.next()
+        return first, await told.next()
+
+    inflight = manager._core.refresh.inflight
+    assert inflight is not None
+
+    async def open_gate() -> None:
+        # Runs after the recoveries' first turn, in which each joins the refresh at the gate.
+        assert len(inflight.waiters) == 3  # the proactive caller and both recoveries
+        assert server.token_gate is not None
+        server.token_gate.set()
+
+    steps = asyncio.gather(two_steps(), _all(iterated), open_gate())
+    (reload, refresh), iterated_steps, _ = await steps
+    assert await proactive is True
+    assert (reload.name, reload.auth_state_changed) == ("reload", False)
+    assert (refresh.name, refresh.auth_state_changed) == ("refresh_token", True)
+    assert [s.name for s in iterated_steps] == ["reload", "refresh_token"]
+    assert server.token_calls == 1
+    joined = manager.auth_cached()
+    assert _step(told) == "refresh_token"  # the token it got was asked for before the 401
+    again = await told.next(joined)  # ...and was rejected: the second refresh runs
+    assert (again.name, again.auth_state_changed) == ("refresh_token", True)
+    assert _step(told) == "done"
+    assert server.token_calls == 2
+    assert manager.auth_cached() not in (rejected, joined)
+
+
+async def _all(recovery: UnauthorizedRecovery) -> list[RecoveryStep]:
+    return [step async for step in recovery]
+
+
+def _step(recovery: UnauthorizedRecovery) -> str:
+    return recovery.step_name
+
+
+async def test_a_rejected_fresh_token_allows_one_more_refresh_when_told(
+    home: Path, manager: AuthManager, server: FakeAuthServer
+) -> None:
+    # After a refresh step whose token was asked for after the 401 the recovery is done; told
+    # that this token was rejected too, it allows one more refresh (a revocation may have
+    # landed right after the token was minted); a second fresh token rejected is final.
+    write_auth_json(home, server.login())
+    rejected = await manager.auth()
+    assert rejected is not None
+    recovery = manager.unauthorized_recovery(rejected)
+    assert (await recovery.next()).auth_state_changed is False  # reload: nothing new
+    first = await recovery.next()
+    assert (first.name, first.auth_state_changed, first.fresh) == ("refresh_token", True, True)
+    assert not recovery.has_next()
+    recovery.rejected_again(manager.auth_cached())  # type: ignore[arg-type]
+    assert recovery.has_next()
+    second = await recovery.next(manager.auth_cached())
+    assert (second.name, second.fresh) == ("refresh_token", True)
+    recovery.rejected_again(manager.auth_cached())  # type: ignore[arg-type]
+    assert not recovery.has_next()
+    assert recovery.unavailable_reason() == "recovery_exhausted"
+    assert server.token_calls == 2
