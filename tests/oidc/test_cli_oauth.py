@@ -15,15 +15,17 @@ import os
 import re
 import shutil
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aioscopedauth._model import format_rfc3339
 from oidc.harness import BASIC, NATIVE, SERVICE, OidcProvider
 
 from processes import spawned
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 SCRIPT = shutil.which("aioscopedauth", path=str(Path(sys.executable).parent)) or "aioscopedauth"
 BROWSER = Path(__file__).with_name("browser.py")
@@ -134,6 +136,8 @@ async def test_device_login_then_every_command(oidc: OidcProvider, tmp_path: Pat
     assert f"  store         file: {home / 'providers/corp/auth.json'}\n" in out
     assert "  subject       alice\n" in out
     assert "  grant         device_code\n" in out
+    # The provider's access tokens are opaque: the expiry shown is the one the login stored.
+    assert re.search(r"\n  access token  expires 20\S+Z \(in 5\ds\)\n", out), out
     assert f"  secret from   ${SECRET_ENV}\n" in out
     assert f"  client        {BASIC[0]}\n" in out
     for secret in (BASIC[1], first["access_token"], first["refresh_token"]):
@@ -253,3 +257,52 @@ async def test_client_credentials_login(oidc: OidcProvider, tmp_path: Path) -> N
         ),
     )
     _codex_untouched(home)
+
+
+def _age(home: Path, name: str, *, expires_in: int, issued_ago: int) -> None:
+    """Rewrite the stored login's expiry and last refresh (as if time had passed)."""
+    path = home / "providers" / name / "auth.json"
+    doc = json.loads(path.read_text())
+    now = datetime.now(UTC)
+    doc["tokens"]["expires_at"] = format_rfc3339(now + timedelta(seconds=expires_in))
+    doc["last_refresh"] = format_rfc3339(now - timedelta(seconds=issued_ago))
+    path.write_text(json.dumps(doc))
+
+
+async def test_token_never_prints_a_dead_token(
+    start_oidc: Callable[..., OidcProvider], tmp_path: Path
+) -> None:
+    oidc = start_oidc()
+    home = tmp_path / "home"
+    home.mkdir()
+    # Its endpoints, no issuer: nothing is discovered, so only the refresh meets the outage.
+    (home / "aioscopedauth.toml").write_text(
+        "[oauth_providers.svc]\n"
+        f'token_url = "{oidc.token_url}"\n'
+        f'client_id = "{SERVICE[0]}"\n'
+        f'client_secret_env = "{SECRET_ENV}"\n'
+        'scopes = "api:read"\n'
+    )
+    env = _env(home, **{SECRET_ENV: SERVICE[1]})
+    code, _, err = await _run("login", "--provider", "svc", "--client-credentials", env=env)
+    assert (code, err) == (0, "")
+    token = _tokens(home, "svc")["access_token"]
+    oidc.stop()  # the token endpoint is down from here on
+
+    # Due (inside its refresh window) but alive: printed, with how long it has left.
+    _age(home, "svc", expires_in=100, issued_ago=3500)
+    code, out, err = await _run("token", "--provider", "svc", env=env)
+    assert (code, out) == (0, token + "\n")
+    left = r"\(printed the current token: 1m [34]\ds left\)"
+    assert re.fullmatch(rf"aioscopedauth: warning: .+ {left}\n", err), err
+    assert SERVICE[1] not in err
+
+    # Expired, and the refresh fails: nothing on stdout, one error, exit 1.
+    _age(home, "svc", expires_in=-5, issued_ago=3605)
+    code, out, err = await _run("token", "--provider", "svc", env=env)
+    assert (code, out) == (1, "")
+    assert err.startswith("aioscopedauth: ")
+    assert err.endswith(" (the access token has expired; try again later)\n")
+    assert err.count("\n") == 1
+    assert SERVICE[1] not in err
+    assert token not in err
