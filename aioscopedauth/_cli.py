@@ -112,9 +112,29 @@ def _logging(verbose: int, *, hold: bool) -> _HeldWarnings | None:
     return held
 
 
+async def _oauth(args: argparse.Namespace) -> None:
+    """Find ``--provider NAME`` among this library's OAuth providers; configure it if needed.
+
+    ``status`` only reads the store (offline, no secret); every other command gets the
+    provider's configuration, discovered and with its secret, before it starts.
+    """
+    args.oauth = None
+    args.oauth_settings = None
+    if args.func == "demo" or not args.provider:
+        return
+    from ._cli_support import oauth_provider_from
+
+    args.oauth = oauth_provider_from(args)
+    if args.oauth is not None and args.func != "status":
+        from ._oauth_providers import oauth_config
+
+        args.oauth_settings = await oauth_config(args.oauth)
+
+
 async def _run(args: argparse.Namespace, held: _HeldWarnings | None) -> int:
     try:
         try:
+            await _oauth(args)
             return await _COMMANDS[args.func](args)
         finally:
             while OPENED:
@@ -157,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         import asyncio
 
+        args.redis_name_given = hasattr(args, "redis_name")
         for name, default in GLOBAL_DEFAULTS.items():
             if not hasattr(args, name):
                 setattr(args, name, default)

@@ -16,6 +16,7 @@ from ._cli_support import (
     build_manager,
     check_redis_url,
     for_provider,
+    login_hint,
     mode_text,
     not_logged_in,
     provider_from,
@@ -80,6 +81,20 @@ def _read_key() -> str:
 
 
 async def run_login(args: argparse.Namespace) -> int:
+    if args.oauth is not None:
+        from ._cli_oauth import run_oauth_login
+
+        return await run_oauth_login(args)
+    if args.device or args.client_credentials:
+        flag = "--device" if args.device else "--client-credentials"
+        msg = f"{flag} needs --provider NAME, an [oauth_providers.NAME] of the --oauth-config file"
+        raise UsageError(msg)
+    if not args.api_key:
+        msg = (
+            "say how to log in: --api-key (a key on stdin), or --provider NAME for an OAuth "
+            "provider"
+        )
+        raise UsageError(msg)
     async with build_manager(args) as manager:
         store = manager.store
         # Before the key is asked for: a corrupt file is said first, and never overwritten.
@@ -121,7 +136,7 @@ async def run_token(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_AUTH
-            return await not_logged_in(base.store)
+            return await not_logged_in(base.store, login_hint(args))
         auth = await _live_token(manager) if manager is base else await manager.auth()
     if auth is None:
         print("aioscopedauth: no token", file=sys.stderr)
@@ -157,10 +172,13 @@ async def _live_token(manager: AuthManager) -> Auth | None:
         raise  # refused for good: its own message says to log in again
     except AuthError as exc:
         tokens = snapshot.data.tokens if snapshot.data is not None else None
-        try:
-            expiry = None if tokens is None else jwt_expiration(tokens.access_token)
-        except AuthDataError:
-            expiry = None
+        # A standard provider's login stores its expiry; else the JWT's `exp`.
+        expiry = None if tokens is None else tokens.expires_at
+        if expiry is None:
+            try:
+                expiry = None if tokens is None else jwt_expiration(tokens.access_token)
+            except AuthDataError:
+                expiry = None
         now = datetime.now(UTC)
         if expiry is not None and expiry <= now:
             msg = f"{exc} (the access token has expired; try again later)"
@@ -187,8 +205,8 @@ async def run_refresh(args: argparse.Namespace) -> int:
         await manager.reload()
         before = manager.auth_cached()
         if before is None:
-            return await not_logged_in(manager.store)
-        if not before.mode.is_chatgpt:
+            return await not_logged_in(manager.store, login_hint(args))
+        if not before.mode.is_refreshable:
             print(f"Logged in with {mode_text(before.mode)}: nothing to refresh.")
             return EXIT_OK
         async with manager.changes() as changes:

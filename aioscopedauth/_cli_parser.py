@@ -13,6 +13,7 @@ _STORES = ("file", "keyring", "auto", "redis")
 GLOBAL_DEFAULTS: dict[str, Any] = {
     "home": None,
     "config": None,
+    "oauth_config": None,
     "provider": None,
     "store": "file",
     "redis_url": None,  # main() reads $AIOSCOPEDAUTH_REDIS_URL
@@ -53,7 +54,15 @@ def _global_options() -> argparse.ArgumentParser:
         "--provider",
         metavar="NAME",
         default=argparse.SUPPRESS,
-        help="use this [model_providers.NAME] from the config",
+        help="use this provider: [oauth_providers.NAME] of the --oauth-config file, else "
+        "[model_providers.NAME] of the Codex config",
+    )
+    group.add_argument(
+        "--oauth-config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="this library's own provider file (default: HOME/aioscopedauth.toml)",
     )
     group.add_argument(
         "--store",
@@ -115,14 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "show the login, without any secret (exit 1 if none)")
     status.add_argument("--json", action="store_true", help="print JSON")
 
-    login = command("login", "log in with an API key read from stdin")
-    login.add_argument(
+    login = command(
+        "login",
+        "log in with an API key read from stdin, or at an OAuth provider (--provider NAME)",
+    )
+    how = login.add_mutually_exclusive_group()
+    how.add_argument(
         "--api-key",
         "--with-api-key",
         dest="api_key",
         action="store_true",
-        required=True,
         help="read a key from stdin (--with-api-key is the Codex CLI's spelling)",
+    )
+    how.add_argument(
+        "--device",
+        action="store_true",
+        help="with --provider: a device login (prints a code to enter in any browser)",
+    )
+    how.add_argument(
+        "--client-credentials",
+        action="store_true",
+        help="with --provider: a machine login with the client's own secret",
     )
     login.add_argument(
         "--force", action="store_true", help="replace an auth.json that cannot be read"
@@ -157,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="also send the login to this origin (default: only the login's own, e.g. "
-        "https://api.openai.com for an API key, or the provider's base URL)",
+        "https://api.openai.com for an API key, or the provider's base URL or api_base_url)",
     )
 
     demo = command("demo", "run the embedded demo on 127.0.0.1")

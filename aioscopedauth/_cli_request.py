@@ -13,6 +13,7 @@ from ._cli_support import (
     UsageError,
     build_manager,
     for_provider,
+    login_hint,
     not_logged_in,
     provider_from,
     ready,
@@ -62,6 +63,17 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
             raise UsageError(msg)
         headers[name] = value
     return headers
+
+
+def _origin_of(base_url: str | None) -> set[str]:
+    from yarl import URL
+
+    if not base_url:
+        return set()
+    try:
+        return {str(URL(base_url).origin())}
+    except ValueError:
+        return set()
 
 
 def _login_origins(auth: Auth | None, provider: ProviderInfo | None) -> set[str]:
@@ -120,9 +132,14 @@ async def run_request(args: argparse.Namespace) -> int:
     async with build_manager(args) as base:
         manager = for_provider(provider, base)
         if not await ready(manager, base):
-            return await not_logged_in(base.store)
+            return await not_logged_in(base.store, login_hint(args))
         # Raises for a login this library cannot send with, before any scope is decided.
-        origins = _login_origins(await manager.auth(), provider) | extra
+        auth = await manager.auth()
+        if args.oauth is not None:
+            # An OAuth provider's login goes to its API (api_base_url), else only to --origin.
+            origins = _origin_of(args.oauth.api_base_url) | extra
+        else:
+            origins = _login_origins(auth, provider) | extra
         target = str(url.origin())
         if target not in origins:
             mine = ", ".join(sorted(origins)) or "none"

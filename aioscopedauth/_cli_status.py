@@ -14,6 +14,7 @@ from ._cli_support import (
     LOGIN_HINT,
     ago,
     build_manager,
+    login_hint,
     mode_text,
     provider_from,
     unusable_login,
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     import argparse
 
     from ._config import ProviderInfo
-    from ._model import Auth, AuthMode
+    from ._model import Auth, AuthMode, TokenData
+    from ._oauth_providers import OAuthProvider
     from ._storage import AuthStore
 
 _CANNOT_SEND = (
@@ -77,9 +79,20 @@ def _codex_identity_facts() -> dict[str, Any] | None:
     }
 
 
-def status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
+def token_expiry(tokens: TokenData) -> datetime | None:
+    """When the access token expires: a standard provider's login stores it, else ``exp``."""
     from ._errors import AuthDataError
     from ._jwt import jwt_expiration
+
+    if tokens.expires_at is not None:
+        return tokens.expires_at
+    try:
+        return jwt_expiration(tokens.access_token)
+    except AuthDataError:
+        return None
+
+
+def status_facts(store: AuthStore, auth: Auth | None, hint: str = LOGIN_HINT) -> dict[str, Any]:
     from ._model import format_rfc3339
     from ._storage import FileAuthStore
 
@@ -96,7 +109,7 @@ def status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
                 f"{store.path} can be read by other users (mode {mode:04o}); run chmod 600"
             )
     if auth is None:
-        facts["hint"] = LOGIN_HINT
+        facts["hint"] = hint
     else:
         facts["mode"] = _mode_name(auth.mode)
         facts["supported"] = auth.mode.can_send
@@ -107,20 +120,60 @@ def status_facts(store: AuthStore, auth: Auth | None) -> dict[str, Any]:
         facts["plan"] = None if auth.plan_type is None else str(auth.plan_type)
         data = auth.data
         if data is not None and data.tokens is not None:
-            try:
-                expiry = jwt_expiration(data.tokens.access_token)
-            except AuthDataError:
-                expiry = None
+            expiry = token_expiry(data.tokens)
             facts["access_token_expires"] = None if expiry is None else format_rfc3339(expiry)
             facts["access_token_seconds_left"] = (
                 None if expiry is None else int((expiry - now).total_seconds())
             )
         if data is not None and data.last_refresh is not None:
             facts["last_refresh"] = format_rfc3339(data.last_refresh)
+        login = None if data is None else data.provider_login
+        if login is not None:
+            facts["subject"] = login.subject
+            facts["grant"] = login.grant
     if (identity := _codex_identity_facts()) is not None:
         facts["codex_identity"] = identity
     facts["warnings"] = warnings
     return facts
+
+
+def _oauth_facts(provider: OAuthProvider) -> dict[str, Any]:
+    # Where the secret comes from, never the secret: the table holds none.
+    return {
+        "name": provider.name,
+        "issuer": provider.issuer,
+        "token_url": provider.token_url,
+        "client_id": provider.client_id,
+        "client_auth": provider.client_auth,
+        "scopes": list(provider.scopes),
+        "client_secret_from": provider.secret_source,
+        "api_base_url": provider.api_base_url,
+    }
+
+
+def _add_provider_facts(
+    facts: dict[str, Any], provider: ProviderInfo | None, oauth: OAuthProvider | None
+) -> None:
+    if provider is not None:
+        facts["provider"] = _provider_facts(provider)
+    if oauth is not None:
+        facts["oauth_provider"] = _oauth_facts(oauth)
+
+
+def _print_oauth(provider: dict[str, Any]) -> None:
+    print(f"OAuth provider {provider['name']}")
+    rows = (
+        ("issuer", provider["issuer"]),
+        ("token URL", provider["token_url"]),
+        ("client", provider["client_id"]),
+        ("client auth", provider["client_auth"]),
+        ("scopes", " ".join(provider["scopes"]) or None),
+        ("secret from", provider["client_secret_from"]),
+        ("API", provider["api_base_url"]),
+    )
+    for label, value in rows:
+        if value is not None:
+            print(f"  {label:<13} {value}")
 
 
 def _provider_facts(provider: ProviderInfo) -> dict[str, Any]:
@@ -155,12 +208,11 @@ async def run_status(args: argparse.Namespace) -> int:
             print(json.dumps(facts, indent=2))
             return EXIT_AUTH
         auth = manager.auth_cached()
-        facts = status_facts(manager.store, auth)
+        facts = status_facts(manager.store, auth, login_hint(args))
         unusable = None if auth is not None else await unusable_login(manager.store)
         if unusable is not None:
             facts["error"] = f"{facts['where']} holds no usable login ({unusable})"
-    if provider is not None:
-        facts["provider"] = _provider_facts(provider)
+    _add_provider_facts(facts, provider, args.oauth)
     if args.json:
         print(json.dumps(facts, indent=2))
     else:
@@ -170,6 +222,8 @@ async def run_status(args: argparse.Namespace) -> int:
             print(f"{facts['codex_identity']['message']}.")
         if provider is not None:
             _print_provider(facts["provider"])
+        if args.oauth is not None:
+            _print_oauth(facts["oauth_provider"])
     # A provider with a token command needs no stored login.
     usable = auth is not None or (provider is not None and provider.auth is not None)
     return EXIT_OK if usable else EXIT_AUTH
@@ -181,14 +235,20 @@ def _print_login(facts: dict[str, Any], auth: Auth | None) -> None:
             print(f"Not logged in: {facts['error']}.")
         else:
             print(f"Not logged in (looked in {facts['where']}).")
-        print(f"  To {LOGIN_HINT}.")
+        print(f"  To {facts['hint']}.")
         return
     now = datetime.now(UTC)
     print(f"Logged in with {mode_text(auth.mode)}")
     if not auth.mode.can_send:
         print(f"  {_CANNOT_SEND}.")
     rows: list[tuple[str, str]] = [("store", f"{facts['store']}: {facts['where']}")]
-    for key, label in (("account_id", "account"), ("email", "email"), ("plan", "plan")):
+    for key, label in (
+        ("account_id", "account"),
+        ("subject", "subject"),
+        ("email", "email"),
+        ("plan", "plan"),
+        ("grant", "grant"),
+    ):
         if facts.get(key):
             rows.append((label, str(facts[key])))
     if facts.get("access_token_expires"):

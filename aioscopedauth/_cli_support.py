@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._config import ProviderInfo
     from ._manager import AuthManager
     from ._model import AuthMode
+    from ._oauth_providers import OAuthProvider
     from ._storage import AuthStore
 
 EXIT_OK = 0
@@ -62,6 +63,35 @@ def _home(args: argparse.Namespace) -> Path:
     return home
 
 
+def oauth_provider_from(args: argparse.Namespace) -> OAuthProvider | None:
+    """The ``[oauth_providers.NAME]`` that ``--provider NAME`` names, if it is one of ours.
+
+    The library's own file is read first: a name it defines is an OAuth provider, whatever
+    Codex's ``config.toml`` says (that file is only read, never written).
+    """
+    if not args.provider:
+        return None
+    from ._oauth_providers import CONFIG_NAME, load_oauth_providers
+
+    path = (
+        _user_path(args.oauth_config, "--oauth-config")
+        if args.oauth_config
+        else _home(args) / CONFIG_NAME
+    )
+    return load_oauth_providers(path).get(args.provider)
+
+
+def login_hint(args: argparse.Namespace) -> str:
+    """How to log in: with the provider's command when ``--provider`` names an OAuth one."""
+    oauth = getattr(args, "oauth", None)
+    if oauth is None:
+        return LOGIN_HINT
+    return (
+        f"log in with `aioscopedauth login --provider {oauth.name}` (a browser; --device or "
+        "--client-credentials for those logins)"
+    )
+
+
 def _redis_store(args: argparse.Namespace) -> AuthStore:
     from .redis import RedisAuthStore
 
@@ -75,8 +105,12 @@ def _redis_store(args: argparse.Namespace) -> AuthStore:
     except ValueError:
         msg = "AIOSCOPEDAUTH_REDIS_KEY must be 64 hex digits (32 bytes)"
         raise UsageError(msg) from None
+    name = args.redis_name
+    oauth = getattr(args, "oauth", None)
+    if oauth is not None and not getattr(args, "redis_name_given", False):
+        name = f"oauth-{oauth.name}"  # never the Codex login's own name
     try:
-        store = RedisAuthStore.from_url(args.redis_url, name=args.redis_name, encryption_key=key)
+        store = RedisAuthStore.from_url(args.redis_url, name=name, encryption_key=key)
     except ConfigError as exc:
         # A bad --redis-url, --redis-name or key is bad usage: exit 2. The message never
         # quotes the URL's password.
@@ -117,6 +151,12 @@ def _store(args: argparse.Namespace) -> AuthStore:
     if args.store == "redis":
         return _redis_store(args)
     home = _home(args)
+    oauth = getattr(args, "oauth", None)
+    if oauth is not None:
+        from ._oauth_providers import provider_home
+
+        # A folder of the provider's own: Codex's auth.json is never touched.
+        home = provider_home(home, oauth.name)
     if args.store == "keyring":
         return KeyringAuthStore(home)
     if args.store == "auto":
@@ -128,7 +168,10 @@ def build_manager(args: argparse.Namespace) -> AuthManager:
     from ._manager import AuthManager
     from ._oauth import OAuthConfig
 
-    return AuthManager(_store(args), OAuthConfig.codex())
+    # An OAuth provider's configuration (discovered, with its secret) when the command needs
+    # one; `status` reads the store only, so it works offline and without the secret.
+    settings = getattr(args, "oauth_settings", None)
+    return AuthManager(_store(args), settings if settings is not None else OAuthConfig.codex())
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -143,7 +186,7 @@ def _user_path(value: str, option: str) -> Path:
 
 
 def provider_from(args: argparse.Namespace) -> ProviderInfo | None:
-    if not args.provider:
+    if not args.provider or getattr(args, "oauth", None) is not None:
         return None
     from ._config import load_providers
 
@@ -190,6 +233,7 @@ def mode_text(mode: AuthMode) -> str:
         AuthMode.CHATGPT_AUTH_TOKENS: "ChatGPT tokens supplied by a host app",
         AuthMode.BEARER: "a bearer token from a command",
         AuthMode.PERSONAL_ACCESS_TOKEN: "a personal access token",
+        AuthMode.OAUTH: "an OAuth provider's login",
     }.get(mode)
     return text if text is not None else describe_login_mode(mode.value)
 
@@ -220,14 +264,14 @@ async def unusable_login(store: AuthStore) -> str | None:
     return None
 
 
-async def not_logged_in(store: AuthStore) -> int:
+async def not_logged_in(store: AuthStore, hint: str = LOGIN_HINT) -> int:
     """Say that there is no usable login, where it was looked for, and how to log in."""
     reason = await unusable_login(store)
     if reason is None:
         what = f"not logged in (looked in {where(store)})"
     else:
         what = f"not logged in: {where(store)} holds no usable login ({reason})"
-    print(f"aioscopedauth: {what}; {LOGIN_HINT}", file=sys.stderr)
+    print(f"aioscopedauth: {what}; {hint}", file=sys.stderr)
     return EXIT_AUTH
 
 

@@ -10,8 +10,8 @@ import sys
 
 HELP = """\
 usage: aioscopedauth [-h] [--home DIR] [--config FILE] [--provider NAME]
-                     [--store {file,keyring,auto,redis}] [--redis-url URL]
-                     [--redis-name NAME] [-v] [--version]
+                     [--oauth-config FILE] [--store {file,keyring,auto,redis}]
+                     [--redis-url URL] [--redis-name NAME] [-v] [--version]
                      COMMAND ...
 
 Inspect and use a Codex-compatible login; run the demo.
@@ -19,7 +19,8 @@ Inspect and use a Codex-compatible login; run the demo.
 positional arguments:
   COMMAND
     status              show the login, without any secret (exit 1 if none)
-    login               log in with an API key read from stdin
+    login               log in with an API key read from stdin, or at an OAuth
+                        provider (--provider NAME)
     logout              remove the login
     token               print the current bearer token (a secret!)
     refresh             force a guarded token refresh (with --provider: run
@@ -34,7 +35,11 @@ options:
 global options (before or after the command):
   --home DIR            the Codex home (default: $CODEX_HOME or ~/.codex)
   --config FILE         a Codex config.toml (default: HOME/config.toml)
-  --provider NAME       use this [model_providers.NAME] from the config
+  --provider NAME       use this provider: [oauth_providers.NAME] of the
+                        --oauth-config file, else [model_providers.NAME] of
+                        the Codex config
+  --oauth-config FILE   this library's own provider file (default:
+                        HOME/aioscopedauth.toml)
   --store {file,keyring,auto,redis}
                         where the login is kept: file (HOME/auth.json, the
                         default), keyring, auto (the keyring, else the file),

@@ -211,3 +211,19 @@ async def test_the_fleet_demo_never_puts_the_redis_password_on_a_command_line() 
     assert proc.returncode == 0, (out + err).decode()[-2000:]
     assert password.encode() not in out + err
     assert b"PASS: every request on every host succeeded" in out
+
+
+async def test_an_oauth_providers_login_has_its_own_redis_name(
+    redis_server: RedisServer, redis_name: str, tmp_path: Path
+) -> None:
+    (tmp_path / "aioscopedauth.toml").write_text(
+        '[oauth_providers.corp]\ntoken_url = "http://127.0.0.1:9/token"\nclient_id = "c"\n'
+    )
+    redis = ("--home", str(tmp_path), "--store", "redis", "--redis-url", redis_server.url)
+    code, out, _ = await _run(*redis, "--provider", "corp", "status")
+    assert code == 1
+    # Never the Codex login's own name (`default`): the provider's.
+    assert out.startswith(f"Not logged in (looked in {redis_server.url}, name oauth-corp).\n")
+    code, out, _ = await _run(*redis, "--provider", "corp", "--redis-name", redis_name, "status")
+    assert code == 1
+    assert out.startswith(f"Not logged in (looked in {redis_server.url}, name {redis_name}).\n")
