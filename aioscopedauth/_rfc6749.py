@@ -14,12 +14,14 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 from urllib.parse import quote_plus
 
 import aiohttp
 
+from ._client_jwt import ASSERTION_TYPE
 from ._errors import (
     ClientConfigError,
     RefreshFailureReason,
@@ -38,13 +40,14 @@ from ._oauth import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Sequence
 
     from ._oauth import OAuthConfig
 
 __all__ = [
     "CONFIG_ERRORS",
     "INVALID_GRANT_MESSAGE",
+    "assertion_audience",
     "basic_authorization",
     "classify_standard_failure",
     "client_authentication",
@@ -140,7 +143,35 @@ def client_authentication(config: OAuthConfig) -> tuple[dict[str, str], dict[str
     if config.client_auth == "client_secret_post":
         assert config.client_secret is not None  # noqa: S101 -- OAuthConfig checked it
         return {}, {"client_id": config.client_id, "client_secret": config.client_secret}
+    if config.client_auth == "private_key_jwt":
+        assert config.client_key is not None  # noqa: S101 -- OAuthConfig checked it
+        # A new assertion for every request: providers refuse a jti they have seen.
+        assertion = config.client_key.assertion(config.client_id, assertion_audience(config))
+        return {}, {
+            "client_id": config.client_id,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+        }
     return {}, {"client_id": config.client_id}
+
+
+def assertion_audience(config: OAuthConfig) -> str:
+    """The ``aud`` of a ``private_key_jwt`` assertion, per ``config.client_key.audience``.
+
+    Args:
+        config: A configuration with a ``client_key``.
+
+    Returns:
+        The token endpoint, the issuer, or the URL configured.
+    """
+    assert config.client_key is not None  # noqa: S101 -- only called for private_key_jwt
+    audience = config.client_key.audience
+    if audience == "token_endpoint":
+        return config.token_url
+    if audience == "issuer":
+        assert config.issuer is not None  # noqa: S101 -- OAuthConfig checked it
+        return config.issuer
+    return audience
 
 
 def parse_expires_in(value: object) -> tuple[float | None, str | None]:
@@ -349,7 +380,7 @@ async def post_form(  # noqa: PLR0913 -- keyword-only context for the messages
     session: aiohttp.ClientSession,
     config: OAuthConfig,
     url: str,
-    fields: Mapping[str, str],
+    fields: Mapping[str, str] | Sequence[tuple[str, str]],
     *,
     action: str,
     secrets: Iterable[str] = (),
@@ -365,7 +396,8 @@ async def post_form(  # noqa: PLR0913 -- keyword-only context for the messages
         session: The HTTP session.
         config: The client and its authentication, the timeout.
         url: The endpoint.
-        fields: The form (the client's own fields are added).
+        fields: The form (the client's own fields are added); pairs keep a repeated
+            parameter (RFC 8693's ``audience``).
         action: What is being done, after "Failed to", for messages.
         secrets: Values that must not appear in a message.
         authenticate: Add the client authentication (every endpoint of this module does).
@@ -378,11 +410,14 @@ async def post_form(  # noqa: PLR0913 -- keyword-only context for the messages
             allowed. Never chained to the transport's exception (it may quote the request).
     """
     headers = {"Accept": "application/json"}
-    form = dict(fields)
+    form = list(fields.items()) if isinstance(fields, Mapping) else list(fields)
     if authenticate:
         auth_headers, auth_fields = client_authentication(config)
         headers.update(auth_headers)
-        form.update(auth_fields)
+        form += auth_fields.items()
+        if "client_assertion" in auth_fields:
+            # A live credential until it expires: never quoted back in a message.
+            secrets = [*secrets, auth_fields["client_assertion"]]
     hidden = hidden_values(config, secrets)
     try:
         async with session.post(

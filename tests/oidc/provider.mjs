@@ -14,6 +14,8 @@
 // deviceFlow (false: no device flow at all, so its grant is an unsupported_grant_type);
 // rfcErrorCodes (false: a grant the client may not use is invalid_request, as oidc-provider
 // says, instead of RFC 6749's unauthorized_client).
+// extraClients: client metadata added to CLIENTS (a private_key_jwt client whose `jwks` holds
+// the public key a test generated).
 //
 // Beside the provider's own endpoints:
 //   GET  /interaction/:uid          JSON: {uid, prompt, params} of a pending login/consent
@@ -48,6 +50,7 @@ const config = {
   enforceInterval: true,
   deviceFlow: true,
   rfcErrorCodes: true,
+  extraClients: [],
   ...JSON.parse(rawConfig || '{}'),
 };
 
@@ -153,7 +156,8 @@ const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
 
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
-const clients = config.deviceFlow ? CLIENTS : CLIENTS.map((client) => ({
+const allClients = [...CLIENTS, ...config.extraClients];
+const clients = config.deviceFlow ? allClients : allClients.map((client) => ({
   ...client, grant_types: client.grant_types.filter((gty) => gty !== DEVICE_GRANT),
 }));
 
