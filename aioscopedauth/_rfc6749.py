@@ -84,6 +84,10 @@ CONFIG_ERRORS: Mapping[str, str] = {
         "the provider refused the scopes asked for (invalid_scope): check scopes in the OAuth "
         "configuration and the scopes the client may ask for"
     ),
+    "invalid_target": (
+        "the provider refused the audience or resource asked for (invalid_target, RFC 8693 "
+        "§2.2.2): check audience and resource"
+    ),
     "invalid_request": (
         "the provider refused the request as malformed (invalid_request): check token_url, "
         "dialect ('rfc6749' for a standard provider) and client_auth ({client_auth})"

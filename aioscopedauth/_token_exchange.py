@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,8 +153,8 @@ class TokenExchangeSource:
     * on first use;
     * after ``RENEW_FRACTION`` of the access token's ``expires_in`` (without one, the token is
       kept until a 401 or a new subject token);
-    * when the subject token file changed (looked at once a second at most; its content is
-      compared, so a touch alone does not exchange);
+    * when the subject token file changed (looked at once every ``file_check_interval`` at
+      most; its content is compared, so a touch alone does not exchange);
     * after a 401, once per rejected token: a caller whose rejected token was already replaced
       gets the new one without another exchange.
 
@@ -172,6 +173,8 @@ class TokenExchangeSource:
         requested_token_type: The type of the token wanted (default: the provider's choice,
             which must be usable as a bearer access token).
         http: The session to send with (default: one of its own, closed by :meth:`aclose`).
+        file_check_interval: Seconds between two looks at the subject token file (``0``:
+            at every call).
 
     Raises:
         ConfigError: Neither or both subject sources, a configuration not in the standard
@@ -193,6 +196,7 @@ class TokenExchangeSource:
         scopes: Iterable[str] | str | None = None,
         requested_token_type: str | None = None,
         http: aiohttp.ClientSession | None = None,
+        file_check_interval: float = FILE_CHECK_INTERVAL,
     ) -> None:
         """Create the source; see the class docstring."""
         if not config.is_standard:
@@ -221,7 +225,8 @@ class TokenExchangeSource:
         self._own_http: aiohttp.ClientSession | None = None
         self._issued: _Issued | None = None
         self._file_key: tuple[int, int, int] | None = None
-        self._file_checked = 0.0
+        self._file_checked = -math.inf
+        self._file_check_interval = file_check_interval
         self._lock = asyncio.Lock()
         self.exchanges = 0
         """How many exchange requests were sent (for status and tests)."""
@@ -312,7 +317,7 @@ class TokenExchangeSource:
         if self._file is None:
             return False
         now = time.monotonic()
-        if now - self._file_checked < FILE_CHECK_INTERVAL:
+        if now - self._file_checked < self._file_check_interval:
             return False
         self._file_checked = now
         key = await asyncio.to_thread(_stat, self._file)
