@@ -154,7 +154,7 @@ class PrivateKeyJWT:
         key: The path of a PEM file holding the private key (read once, here), or a private
             key object (``cryptography``'s RSA, EC or Ed25519 key, or a ``joserfc`` key).
             Never shown in a ``repr``, a log or an error.
-        algorithm: The JWS algorithm (see :data:`ALGORITHMS`): ``RS256`` by default; the
+        algorithm: The JWS algorithm (one of ``ALGORITHMS``): ``RS256`` by default; the
             key's type must fit it (RSA for ``RS*``/``PS*``, EC for ``ES*``, OKP for
             ``Ed25519``).
         key_id: The ``kid`` header, naming the key among those the provider holds.

@@ -165,7 +165,7 @@ class TokenExchangeSource:
             a public client sends its ``client_id``).
         subject_token_file: A file holding the subject token (re-read when it changes).
         subject_command: A command that prints it (plain, or JSON with ``token``).
-        subject_token_type: Its type: a URI or a short name of :data:`TOKEN_TYPES`
+        subject_token_type: Its type: a URI or a short name of ``TOKEN_TYPES``
             (default ``"jwt"``).
         audience: The ``audience`` value(s) to ask for.
         resource: The ``resource`` URI(s) to ask for.
