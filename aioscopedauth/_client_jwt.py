@@ -16,6 +16,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -131,8 +132,6 @@ def _check_key_id(_instance: object, _attribute: object, value: str | None) -> N
 
 
 def _check_audience(_instance: object, _attribute: object, value: object) -> None:
-    from urllib.parse import urlsplit
-
     if value in AUDIENCES:
         return
     if isinstance(value, str) and urlsplit(value).scheme in {"http", "https"}:

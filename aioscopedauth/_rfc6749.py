@@ -418,7 +418,8 @@ async def post_form(  # noqa: PLR0913 -- keyword-only context for the messages
     if authenticate:
         auth_headers, auth_fields = client_authentication(config)
         headers.update(auth_headers)
-        form += auth_fields.items()
+        # The client's own fields win, as one value each (a caller never sends them twice).
+        form = [(k, v) for k, v in form if k not in auth_fields] + list(auth_fields.items())
         if "client_assertion" in auth_fields:
             # A live credential until it expires: never quoted back in a message.
             secrets = [*secrets, auth_fields["client_assertion"]]
