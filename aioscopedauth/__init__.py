@@ -8,6 +8,7 @@ inside an aiohttp client middleware. See the documentation for the tour.
 TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs --version 10%
 if TYPE_CHECKING:
     from ._body import FileBody
+    from ._client_jwt import PrivateKeyJWT
     from ._command import CommandBearerRefresher, ProviderAuthCommand, parse_command_output
     from ._commit import CommitResult
     from ._config import ProviderInfo, load_providers, manager_for_provider
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
         load_auth_data,
         store_key,
     )
+    from ._token_exchange import TokenExchangeSource
 
 __version__ = "0.1.0.dev0"
 
@@ -85,6 +87,7 @@ __all__ = [
     "MemoryAuthStore",
     "OAuthConfig",
     "PlanType",
+    "PrivateKeyJWT",
     "ProviderAuthCommand",
     "ProviderInfo",
     "ProviderLogin",
@@ -98,6 +101,7 @@ __all__ = [
     "RefreshTokenFailedError",
     "StorageError",
     "TokenData",
+    "TokenExchangeSource",
     "TransientRefreshError",
     "UnauthorizedRecovery",
     "UnsupportedLoginError",
@@ -146,6 +150,7 @@ _LAZY: dict[str, str] = {
     "MemoryAuthStore": "_storage",
     "OAuthConfig": "_oauth",
     "PlanType": "_jwt",
+    "PrivateKeyJWT": "_client_jwt",
     "ProviderAuthCommand": "_command",
     "ProviderInfo": "_config",
     "ProviderLogin": "_model",
@@ -159,6 +164,7 @@ _LAZY: dict[str, str] = {
     "RefreshTokenFailedError": "_errors",
     "StorageError": "_errors",
     "TokenData": "_model",
+    "TokenExchangeSource": "_token_exchange",
     "TransientRefreshError": "_errors",
     "UnauthorizedRecovery": "_recovery",
     "UnsupportedLoginError": "_errors",

@@ -125,7 +125,7 @@ def parse_command_output(stdout: str, command: str, now: datetime) -> ExternalAu
     optional ``expires_at`` (RFC 3339 or epoch seconds) or ``expires_in`` (seconds); a
     Kubernetes ``ExecCredential`` (``status.token``, ``status.expirationTimestamp``). A number
     that puts the expiry past either end of the calendar (``1e20``, ``Infinity``) saturates to
-    :data:`END_OF_TIME` or :data:`START_OF_TIME`; ``NaN`` is refused.
+    ``END_OF_TIME`` or ``START_OF_TIME``; ``NaN`` is refused.
 
     Args:
         stdout: The decoded output.

@@ -290,7 +290,7 @@ class AutoAuthStore:
     Load tries the keyring and falls back to the file when the keyring has no entry or fails
     (with a warning); save tries the keyring and falls back to the file when it fails. The
     newest login always wins: a save that falls back to the file also removes the keyring's
-    older entry, and a load that finds both reads the file (see :func:`newer_login`), so a
+    older entry, and a load that finds both reads the file (see ``newer_login``), so a
     refresh token the file has replaced is never spent again. A delete that cannot clear a
     keyring that may hold the login raises :class:`StorageError` (a machine with no keyring
     backend at all only removes the file). Writes take the home's commit locks; ``lock()`` is

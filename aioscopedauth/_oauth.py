@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import attrs
 
+from ._client_jwt import PrivateKeyJWT
 from ._errors import (
     AuthDataError,
     AuthError,
@@ -100,10 +101,15 @@ AUTHAPI_BASE_URL_ENV = "CODEX_AUTHAPI_BASE_URL"
 WHOAMI_PATH = "/v1/user-auth-credential/whoami"
 Dialect = Literal["codex", "rfc6749"]
 """How token requests are written and their errors read: Codex's JSON refresh, or RFC 6749."""
-ClientAuth = Literal["client_secret_basic", "client_secret_post", "none"]
+ClientAuth = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 """How the client authenticates at the token endpoint (RFC 6749 §2.3, OpenID Connect §9)."""
 DIALECTS: tuple[Dialect, ...] = ("codex", "rfc6749")
-CLIENT_AUTH_METHODS: tuple[ClientAuth, ...] = ("client_secret_basic", "client_secret_post", "none")
+CLIENT_AUTH_METHODS: tuple[ClientAuth, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+)
 
 
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
@@ -122,6 +128,8 @@ def _scopes(value: object) -> tuple[str, ...]:
 
 
 def _default_client_auth(config: OAuthConfig) -> ClientAuth:
+    if config.client_key is not None:
+        return "private_key_jwt"
     return "client_secret_basic" if config.client_secret is not None else "none"
 
 
@@ -142,8 +150,13 @@ class OAuthConfig:
             a log or an error.
         client_auth: How the client authenticates: ``"client_secret_basic"`` (HTTP Basic,
             id and secret form-encoded first, RFC 6749 §2.3.1), ``"client_secret_post"``
-            (both in the form) or ``"none"`` (a public client: only ``client_id`` in the
-            form). Defaults to ``"client_secret_basic"`` with a secret, else ``"none"``.
+            (both in the form), ``"private_key_jwt"`` (a JWT signed with ``client_key``,
+            RFC 7523 §2.2) or ``"none"`` (a public client: only ``client_id`` in the form).
+            Defaults to ``"private_key_jwt"`` with a ``client_key``,
+            ``"client_secret_basic"`` with a secret, else ``"none"``.
+        client_key: The private key of ``private_key_jwt``
+            (:class:`~aioscopedauth.PrivateKeyJWT`: the key, ``kid``, algorithm, assertion
+            lifetime and audience). Needs the ``jwt`` extra.
         scopes: The scopes a login asks for (a tuple, or one space-delimited string). A
             refresh asks for none (the provider keeps the granted ones).
         device_authorization_url: The device authorization endpoint (RFC 8628), if any.
@@ -182,6 +195,7 @@ class OAuthConfig:
     reuse_grace: timedelta = attrs.field(default=timedelta(seconds=6), kw_only=True)
     authapi_base_url: str | None = attrs.field(default=None, kw_only=True)
     client_secret: str | None = attrs.field(default=None, kw_only=True, repr=False)
+    client_key: PrivateKeyJWT | None = attrs.field(default=None, kw_only=True)
     client_auth: ClientAuth = attrs.field(
         default=attrs.Factory(_default_client_auth, takes_self=True), kw_only=True
     )
@@ -276,9 +290,10 @@ class OAuthConfig:
         from ._discovery import config_fields, discover_metadata  # noqa: PLC0415 -- on use
 
         metadata = await discover_metadata(issuer, http=http, wait=overrides.get("timeout"))
-        fields = config_fields(
-            metadata, client_secret=client_secret, client_auth=overrides.get("client_auth")
-        )
+        client_auth = overrides.get("client_auth")
+        if client_auth is None and overrides.get("client_key") is not None:
+            client_auth = "private_key_jwt"
+        fields = config_fields(metadata, client_secret=client_secret, client_auth=client_auth)
         fields.update(overrides)
         fields.setdefault("issuer", metadata.get("issuer", issuer))
         return cls(
@@ -305,7 +320,7 @@ def config_problem(config: OAuthConfig) -> str | None:
     Returns:
         One sentence naming the fields and what to change (never a secret's value), or ``None``.
     """
-    for check in (_choice_problem, _secret_problem, _client_problem, _url_problem):
+    for check in (_choice_problem, _key_problem, _secret_problem, _client_problem, _url_problem):
         problem = check(config)
         if problem is not None:
             return problem
@@ -319,10 +334,38 @@ def _choice_problem(config: OAuthConfig) -> str | None:
     method: object = config.client_auth
     if dialect not in DIALECTS:
         return f"dialect must be one of {', '.join(map(repr, DIALECTS))}"
-    if method == "private_key_jwt":
-        return "client_auth 'private_key_jwt' is not supported yet"
     if method not in CLIENT_AUTH_METHODS:
         return f"client_auth must be one of {', '.join(map(repr, CLIENT_AUTH_METHODS))}"
+    return None
+
+
+def _key_problem(config: OAuthConfig) -> str | None:  # noqa: PLR0911 -- one answer per case
+    key: object = config.client_key
+    if key is not None and not isinstance(key, PrivateKeyJWT):
+        return "client_key must be a PrivateKeyJWT (the private key of private_key_jwt)"
+    if config.client_auth == "private_key_jwt":
+        if key is None:
+            return "client_auth 'private_key_jwt' needs a client_key (a PrivateKeyJWT)"
+        if config.client_secret is not None:
+            return (
+                "client_auth 'private_key_jwt' sends no secret, yet client_secret is set: drop "
+                "the secret"
+            )
+        if (
+            config.client_key is not None
+            and config.client_key.audience == "issuer"
+            and (config.issuer is None)
+        ):
+            return (
+                "client_key's audience is 'issuer' but issuer is not set: pass issuer=... "
+                "(or use OAuthConfig.discover)"
+            )
+        return None
+    if key is not None:
+        return (
+            f"client_key is set but client_auth is {config.client_auth!r}: use client_auth "
+            "'private_key_jwt', or drop the key"
+        )
     return None
 
 
@@ -342,7 +385,7 @@ def _secret_problem(config: OAuthConfig) -> str | None:
             "client_auth 'none' sends no secret, yet client_secret is set: drop the secret, or "
             "use 'client_secret_basic' or 'client_secret_post'"
         )
-    if config.client_auth != "none" and secret is None:
+    if config.client_auth not in {"none", "private_key_jwt"} and secret is None:
         return f"client_auth {config.client_auth!r} needs a client_secret"
     return None
 

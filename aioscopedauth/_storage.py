@@ -73,7 +73,7 @@ class AuthStore(Protocol):
     must not need it.
 
     Optional: a store that can tell when another process or host changed it offers
-    ``watch(callback) -> stop`` (:class:`WatchableStore`): it calls ``callback()`` (no
+    ``watch(callback) -> stop`` (``WatchableStore``): it calls ``callback()`` (no
     argument, in the event loop; it must not block) after each change written elsewhere, and
     ``await stop()`` ends that. An :class:`~aioscopedauth.AuthManager` calls it at its first
     load and answers every burst of calls with one reload, so it adopts new tokens without

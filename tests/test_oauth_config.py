@@ -101,12 +101,12 @@ def test_scopes_are_a_tuple_or_one_space_delimited_string(given: Any, scopes: An
             {"dialect": "rfc6749", "client_auth": SECRET},
             (
                 "OAuthConfig: client_auth must be one of 'client_secret_basic', "
-                "'client_secret_post', 'none'"
+                "'client_secret_post', 'private_key_jwt', 'none'"
             ),
         ),
         (
             {"dialect": "rfc6749", "client_auth": "private_key_jwt", "client_secret": SECRET},
-            "OAuthConfig: client_auth 'private_key_jwt' is not supported yet",
+            "OAuthConfig: client_auth 'private_key_jwt' needs a client_key (a PrivateKeyJWT)",
         ),
         (
             {"dialect": "rfc6749", "scopes": ("openid", 'a"b')},

@@ -48,6 +48,8 @@ SERVICE = ("service-client", "service secret: a+b/c%d&e=f")
 """client_credentials only, scope ``api:read`` allowed."""
 NO_REFRESH = ("no-refresh-client", "no-refresh secret")
 """May use the device flow but not the refresh_token grant."""
+EXCHANGE = ("exchange-client", "exchange secret: a+b/c%d&e=f")
+"""May exchange a workload's subject token (RFC 8693), with ``tokenExchange`` set only."""
 REDIRECT_URI = "http://127.0.0.1/callback"
 
 

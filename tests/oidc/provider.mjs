@@ -14,6 +14,10 @@
 // deviceFlow (false: no device flow at all, so its grant is an unsupported_grant_type);
 // rfcErrorCodes (false: a grant the client may not use is invalid_request, as oidc-provider
 // says, instead of RFC 6749's unauthorized_client).
+// extraClients: client metadata added to CLIENTS (a private_key_jwt client whose `jwks` holds
+// the public key a test generated).
+// tokenExchange: {issuer, audience, jwks} of a workload identity issuer (a Kubernetes cluster, a
+// CI system) whose JWTs the client `exchange-client` may exchange (RFC 8693, below).
 //
 // Beside the provider's own endpoints:
 //   GET  /interaction/:uid          JSON: {uid, prompt, params} of a pending login/consent
@@ -48,12 +52,18 @@ const config = {
   enforceInterval: true,
   deviceFlow: true,
   rfcErrorCodes: true,
+  extraClients: [],
+  tokenExchange: null,
   ...JSON.parse(rawConfig || '{}'),
 };
 
 // The package sits in the cache folder nox installed it into, not beside this script.
-const { default: Provider } = await import(
+const { default: Provider, errors } = await import(
   pathToFileURL(path.join(modules, 'oidc-provider', 'lib', 'index.js')).href
+);
+// jose is oidc-provider's own JOSE library (a dependency of it): verifies subject tokens.
+const jose = await import(
+  pathToFileURL(path.join(modules, 'jose', 'dist', 'webapi', 'index.js')).href
 );
 
 // Client ids and secrets that need RFC 6749 §2.3.1 form-encoding before Base64.
@@ -153,7 +163,21 @@ const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
 
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
-const clients = config.deviceFlow ? CLIENTS : CLIENTS.map((client) => ({
+// Workload identity (with tokenExchange only: the grant type exists only then): exchanges a
+// subject token (RFC 8693) for `api:read` access tokens.
+const EXCHANGE_CLIENT = {
+  client_id: 'exchange-client',
+  client_secret: 'exchange secret: a+b/c%d&e=f',
+  token_endpoint_auth_method: 'client_secret_basic',
+  grant_types: ['urn:ietf:params:oauth:grant-type:token-exchange'],
+  response_types: [],
+  redirect_uris: [],
+  scope: 'api:read',
+};
+const allClients = [
+  ...CLIENTS, ...(config.tokenExchange ? [EXCHANGE_CLIENT] : []), ...config.extraClients,
+];
+const clients = config.deviceFlow ? allClients : allClients.map((client) => ({
   ...client, grant_types: client.grant_types.filter((gty) => gty !== DEVICE_GRANT),
 }));
 
@@ -202,6 +226,72 @@ const provider = new Provider(issuer, {
     },
   },
 });
+
+// RFC 8693 token exchange: oidc-provider has no handler of its own, so one is registered through
+// its extension point (registerGrantType). The request is checked as §2.1 says; the subject
+// token must be a JWT of the configured workload issuer and audience, verified by jose; the
+// answer (§2.2.1) is a real access token of the provider, so /resource accepts it. Each
+// exchange's parameters are kept in stats.exchanges (the subject token itself is not).
+const EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+stats.exchanges = [];
+if (config.tokenExchange) {
+  const exchange = config.tokenExchange;
+  const keys = jose.createLocalJWKSet(exchange.jwks);
+  const list = (value) => (value === undefined ? [] : [].concat(value));
+  provider.registerGrantType(EXCHANGE_GRANT, async (ctx) => {
+    const { params, client } = ctx.oidc;
+    const seen = {
+      audience: list(params.audience),
+      resource: list(params.resource),
+      scope: params.scope ?? null,
+      subject_token_type: params.subject_token_type ?? null,
+      requested_token_type: params.requested_token_type ?? null,
+      actor_token: params.actor_token !== undefined,
+    };
+    stats.exchanges.push(seen);
+    if (!params.subject_token) throw new errors.InvalidRequest('missing required parameter \'subject_token\'');
+    if (!params.subject_token_type) throw new errors.InvalidRequest('missing required parameter \'subject_token_type\'');
+    if (params.subject_token_type !== JWT_TYPE) {
+      throw new errors.InvalidRequest('unsupported subject_token_type');
+    }
+    if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('unsupported requested_token_type');
+    }
+    if (seen.audience.some((aud) => aud !== exchange.targetAudience)) {
+      throw new errors.InvalidTarget('unknown audience');
+    }
+    let payload;
+    try {
+      ({ payload } = await jose.jwtVerify(params.subject_token, keys, {
+        issuer: exchange.issuer, audience: exchange.audience,
+      }));
+    } catch (err) {
+      throw new errors.InvalidGrant(`subject token invalid (${err.code})`);
+    }
+    seen.sub = payload.sub;
+    const allowed = new Set((client.scope || '').split(' '));
+    const scopes = (params.scope || '').split(' ').filter(Boolean);
+    if (scopes.some((scope) => !allowed.has(scope))) {
+      throw new errors.InvalidScope('requested scope is not allowed', params.scope);
+    }
+    const grant = new provider.Grant({ accountId: payload.sub, clientId: client.clientId });
+    if (scopes.length) grant.addOIDCScope(scopes.join(' '));
+    const grantId = await grant.save();
+    const token = new provider.AccessToken({
+      accountId: payload.sub, client, grantId, scope: scopes.join(' ') || undefined, gty: 'token_exchange',
+    });
+    ctx.body = {
+      access_token: await token.save(),
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: token.expiration,
+      ...(token.scope ? { scope: token.scope } : {}),
+    };
+  }, ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type',
+    'requested_token_type', 'audience', 'resource', 'scope'], ['audience', 'resource']);
+}
 
 provider.on('grant.success', (ctx) => count(stats.tokenRequests, ctx.oidc.params.grant_type));
 provider.on('grant.error', (ctx, err) => {
