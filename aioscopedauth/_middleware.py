@@ -81,7 +81,7 @@ def fingerprint(auth: Auth | None) -> str:
 
 
 def token_fingerprint(token: str) -> str:
-    """:func:`fingerprint` of the auth that sends ``token`` (for a server's side of a trace).
+    """``fingerprint`` of the auth that sends ``token`` (for a server's side of a trace).
 
     Args:
         token: A bearer token.
@@ -113,9 +113,9 @@ class RecoveryEvent:
         request: The number of the recovering request (per middleware, from 1).
         send: Which send of the request got the 401 this event answers (1: the first; for
             ``recovered``, the send that succeeded).
-        rejected: :func:`fingerprint` of the auth that 401 answered (for ``recovered``: of the
+        rejected: ``fingerprint`` of the auth that 401 answered (for ``recovered``: of the
             auth that worked).
-        retry_with: :func:`fingerprint` of the auth the request is sent with next, after a
+        retry_with: ``fingerprint`` of the auth the request is sent with next, after a
             step that changed it; else ``""``.
         next_step: The recovery's step after this event (``done``: none left).
         fresh: For a refresh step that changed the auth: whether its token was asked for after

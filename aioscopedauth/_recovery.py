@@ -15,7 +15,7 @@ is done; a caller whose retry with that token is rejected again says so
 step is allowed when that was the first fresh token rejected (a revocation may land right
 after a token is minted) or when it had expired by then (a managed access token's ``exp``
 says so). The second fresh token rejected ends the recovery, and so does the third refresh
-step (:data:`MAX_REFRESH_STEPS`) whatever its token.
+step (``MAX_REFRESH_STEPS`` (3)) whatever its token.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ class UnauthorizedRecovery:
         but this rejection may still say nothing about the login: it is the first fresh token
         rejected (a revocation can land right after a token is minted), or the token had
         expired by the time it arrived (a stalled event loop). Then one more refresh step
-        becomes available (:meth:`has_next`), within :data:`MAX_REFRESH_STEPS`.
+        becomes available (:meth:`has_next`), within ``MAX_REFRESH_STEPS`` (3).
 
         Args:
             auth: The auth the rejected retry carried.

@@ -52,7 +52,7 @@ _FOREIGN_MODULES = (
 _FOREIGN_NAMES = (
     "Path|Any|Mapping|Callable|AsyncIterator|AbstractAsyncContextManager|datetime|timedelta"
     "|_T|PathLike|KeyringBackend|ForcedLoginMethod|ChangeReason|URL|StepName|ModeName|Outcome"
-    "|Self|Iterable|AsyncGenerator|TracebackType|Dialect|ClientAuth"
+    "|Self|Iterable|AsyncGenerator|TracebackType|Dialect|ClientAuth|GiveUpReason"
 )
 nitpick_ignore_regex = [
     (r"py:.*", rf"({_FOREIGN_MODULES})\..*"),
