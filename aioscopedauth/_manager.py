@@ -41,8 +41,9 @@ from ._oauth_login import (
     refresh_token_login,
     revoke_stored_login,
 )
+from ._policy import FRESH, Freshness
 from ._recovery import UnauthorizedRecovery
-from ._refresh import Freshness, RefreshCoordinator, TokenState
+from ._refresh import RefreshCoordinator
 from ._session import SessionHolder
 from ._snapshot import AuthChange, AuthChanges, SnapshotCell
 from ._storage import AuthStore, MemoryAuthStore
@@ -401,7 +402,7 @@ class AuthManager:
             return None
         if not snapshot.mode.can_send:
             raise UnsupportedLoginError(snapshot.mode.value, where=core.reader.where())
-        if core.refresh.freshness.state(snapshot) is TokenState.FRESH:
+        if core.refresh.freshness.state(snapshot) is FRESH:
             return snapshot
         return await core.refresh.proactive(snapshot, external)
 

@@ -43,6 +43,7 @@ from ._loader import retrieve_exception
 from ._model import Auth, AuthMode
 from ._oauth import ACCOUNT_MISMATCH_MESSAGE
 from ._policy import (
+    EXPIRED,
     Freshness,
     Phase,
     TokenState,
@@ -275,7 +276,7 @@ class RefreshCoordinator:
         waiting_would_help = (
             inflight is None
             or inflight.expected != snapshot
-            or self.freshness.state(snapshot) is TokenState.EXPIRED
+            or self.freshness.state(snapshot) is EXPIRED
         )
         if not waiting_would_help or self.freshness.held_back(snapshot):
             # A refresh is already running while the token is still valid (keep using it),
