@@ -254,6 +254,10 @@ class _Gated(aioredis.Redis):
         self.lose_cancellation = False
         self.lost = 0
 
+    def client(self) -> _Gated:
+        """The store's one-connection client for a write and its WAIT: this one, gated too."""
+        return self
+
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         answer = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         if args[:2] in self.commands and not self.proceed.is_set():
