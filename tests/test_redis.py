@@ -497,8 +497,9 @@ async def test_an_acl_user_from_the_url_works_and_a_wrong_password_is_clear(
             "ACL", "SETUSER", user, "reset", "on", f">{password}",
             "~aioscopedauth:*", "&aioscopedauth:*",
             "+@connection", "+hgetall", "+evalsha", "+eval", "+set", "+subscribe",
-            "+unsubscribe", "+ping", "+client",
-            # what the scripts run:
+            "+unsubscribe", "+ping", "+client", "+wait",
+            # what the scripts run (INFO: how many replicas the primary has):
+            "+info",
             "+hget", "+hset", "+del", "+publish", "+get", "+pexpire", "+time",
         )  # fmt: skip
         try:

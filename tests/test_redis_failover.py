@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import signal
+import sys
+import textwrap
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,13 +26,15 @@ import redis.asyncio as aioredis
 
 from aioscopedauth import AuthManager, StorageError
 from aioscopedauth.redis import RedisAuthStore
-from aioscopedauth.testing import RedisServer, SentinelGroup
+from aioscopedauth.testing import FakeAuthServer, RedisServer, SentinelGroup
+
+from processes import spawned
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
+    from pathlib import Path
 
     from aioscopedauth import Auth, OAuthConfig
-    from aioscopedauth.testing import FakeAuthServer
 
 pytestmark = pytest.mark.slow
 
@@ -256,3 +263,148 @@ async def test_tokens_no_replica_acknowledged_are_served_and_recommitted_after_a
         assert await late.load() == newest.data
     assert server.reuse_answers == 0
     _assert_newest(server, newest)
+
+
+HOST = textwrap.dedent(
+    """
+    import asyncio, hashlib, json, sys, time
+    import aiohttp
+    from aioscopedauth import AuthManager, AuthMiddleware, OAuthConfig
+    from aioscopedauth.redis import RedisAuthStore
+
+    async def agent(session, api_url, counts, examples, stop):
+        while not stop.is_set():
+            counts["requests"] += 1
+            try:
+                async with session.get(api_url) as response:
+                    await response.read()
+                    detail = f"HTTP {response.status}"
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+            counts["ok" if detail == "HTTP 200" else "failed"] += 1
+            if detail != "HTTP 200" and len(examples) < 3:
+                examples.append(detail[:300])
+            await asyncio.sleep(0.01)
+
+    async def main(url, name, token_url, api_url):
+        oauth = OAuthConfig(token_url, "test-client", timeout=5.0)
+        counts = {"requests": 0, "ok": 0, "failed": 0}
+        examples = []
+        stop = asyncio.Event()
+        store = RedisAuthStore.from_url(url, name=name, lock_ttl=10.0)
+        async with store, AuthManager(store, oauth) as manager:
+            middleware = AuthMiddleware(manager, origins=[api_url.rsplit("/api", 1)[0]])
+            async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
+                agents = [
+                    asyncio.create_task(agent(session, api_url, counts, examples, stop))
+                    for _ in range(4)
+                ]
+                await asyncio.to_thread(sys.stdin.readline)  # "stop"
+                stop.set()
+                await asyncio.gather(*agents)
+            print("stopped", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)  # "report": every host has stopped
+            await manager.reload()
+            auth = manager.auth_cached()
+            login = hashlib.sha256(auth.data.tokens.refresh_token.encode()).hexdigest()[:16]
+        print(json.dumps({**counts, "examples": examples, "login": login}), flush=True)
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+def _fingerprint(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.encode()).hexdigest()[:16]
+
+
+async def _until(what: str, ready: Callable[[], Awaitable[bool] | bool], within: float) -> None:
+    """Wait, bounded, until ``ready()`` (a counter or a server's state; no fixed sleep)."""
+    deadline = time.monotonic() + within
+    while True:
+        answer = ready()
+        if answer if isinstance(answer, bool) else await answer:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_fleet_loses_its_primary_mid_run_without_a_failed_request_or_a_reuse(
+    sentinels: SentinelGroup, tmp_path: Path
+) -> None:
+    url = sentinels.url()
+    name = "fleet"
+    async with (
+        FakeAuthServer(access_ttl=timedelta(seconds=2)) as server,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        async with RedisAuthStore.from_url(url, name=name) as seed:
+            await seed.save(server.login())
+
+        async def host(number: int) -> asyncio.subprocess.Process:
+            home = tmp_path / f"host-{number}"
+            home.mkdir()
+            return await stack.enter_async_context(
+                spawned(
+                    sys.executable, "-c", HOST,
+                    url, name, server.token_url, f"{server.url}/api/work",
+                    cwd=home,
+                    env={
+                        "HOME": str(home),
+                        "CODEX_HOME": str(home),
+                        "PATH": "/usr/bin:/bin",
+                        # The checkout under test, where the run gives one.
+                        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                    },
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=stack.enter_context((home / "stderr").open("wb")),
+                )
+            )  # fmt: skip
+
+        hosts = [await host(number) for number in range(3)]
+        await _until("two refreshes by the fleet", lambda: server.refreshes >= 2, 30)
+        # Right after a refresh: SIGKILL the primary.
+        seen = server.refreshes
+        await _until("the next refresh", lambda: server.refreshes > seen, 30)
+        replica = sentinels.replica.port
+        old = await asyncio.to_thread(sentinels.kill_primary)
+        killed = time.monotonic()
+        before = int(await _stored_version(replica, f"aioscopedauth:{{{name}}}") or 0)
+        new = await asyncio.to_thread(sentinels.wait_for_failover, old)
+
+        async def committed() -> bool:
+            return int(await _stored_version(new, f"aioscopedauth:{{{name}}}") or 0) > before
+
+        await _until("a refresh committed on the new primary", committed, 60)
+        failover_seconds = time.monotonic() - killed
+        # A host started after the failover with only the Sentinel URL joins the fleet.
+        hosts.append(await host(3))
+        seen = server.refreshes
+        await _until("two more refreshes", lambda: server.refreshes >= seen + 2, 30)
+        for proc in hosts:
+            assert proc.stdin is not None
+            proc.stdin.write(b"stop\n")
+        for proc in hosts:
+            assert proc.stdout is not None
+            assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"stopped\n"
+        reports = []
+        for proc in hosts:
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            proc.stdin.write(b"report\n")
+            reports.append(json.loads(await asyncio.wait_for(proc.stdout.readline(), 30)))
+        valid = server._valid_refresh  # the endpoint's own record, for the check
+        assert len(valid) == 1
+        newest = _fingerprint(next(iter(valid)))
+        assert server.reuse_answers == 0
+        for number, report in enumerate(reports):
+            log = (tmp_path / f"host-{number}" / "stderr").read_text(errors="replace")
+            assert report["failed"] == 0, (number, report["examples"], log[-3000:])
+            assert report["requests"] > 0
+            assert report["login"] == newest
+        print(  # noqa: T201 -- a figure for the report
+            f"fleet failover: {failover_seconds:.2f} s from the primary's death to a commit on "
+            f"the new one; {sum(r['requests'] for r in reports)} requests, "
+            f"{server.refreshes} refreshes"
+        )
