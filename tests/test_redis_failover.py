@@ -135,6 +135,29 @@ async def test_without_replicas_nothing_waits_and_min_replicas_0_never_waits(
             await strict.save(server.login())
 
 
+async def test_a_lock_take_no_replica_acknowledged_fails_and_leaves_the_lock_free(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    primary, replica = pair
+    async with (
+        RedisAuthStore.from_url(primary.url, name="fleet", replica_timeout=0.2) as taker,
+        RedisAuthStore.from_url(primary.url, name="fleet", lock_timeout=5) as other,
+    ):
+        with _stopped(replica), pytest.raises(StorageError) as caught:
+            async with taker.lock():
+                pytest.fail("a lock no replica holds was taken")
+        assert str(caught.value).startswith(
+            f"Could not take the refresh lock: Redis at {taker.where} wrote it, but 0 of the 1 "
+            "replica(s) needed acknowledged it within 0.2 s"
+        )
+        # Given up (and that acknowledged once the replica is back): free at once, not
+        # after its 60 s TTL.
+        started = time.monotonic()
+        async with other.lock():
+            pass
+        assert time.monotonic() - started < 5
+
+
 def test_bad_replica_settings_are_refused() -> None:
     from aioscopedauth import ConfigError  # noqa: PLC0415 -- only here
 
