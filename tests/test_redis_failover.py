@@ -431,3 +431,25 @@ async def test_a_fleet_loses_its_primary_mid_run_without_a_failed_request_or_a_r
             f"the new one; {sum(r['requests'] for r in reports)} requests, "
             f"{server.refreshes} refreshes"
         )
+
+
+async def test_a_write_sent_while_the_primary_is_dead_waits_for_the_new_one(
+    sentinels: SentinelGroup, server: FakeAuthServer
+) -> None:
+    url = sentinels.url()
+    async with (
+        RedisAuthStore.from_url(url, name="fleet") as patient,
+        RedisAuthStore.from_url(url, name="fleet", failover_timeout=0) as hasty,
+    ):
+        await patient.save(server.login())
+        await hasty.load()  # connected, to the primary about to die
+        await asyncio.to_thread(sentinels.kill_primary)
+        with pytest.raises(StorageError, match=r"is unreachable"):
+            await hasty.save(server.login())
+        # Sent before any sentinel noticed: retried (failover_timeout, 30 s) until the
+        # replica is promoted, then written there.
+        newer = server.login()
+        await patient.save(newer)
+        assert await asyncio.to_thread(sentinels.primary_port) == sentinels.replica.port
+        assert await _stored_version(sentinels.replica.port, patient.key) == b"2"
+        assert await hasty.load() == newer
