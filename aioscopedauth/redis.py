@@ -83,14 +83,28 @@ _LISTEN_BACKOFF_MAX = 1.0
 _LISTEN_POLL = 0.25
 """Seconds between two looks at the stop flag while no notice arrives (no command is sent)."""
 _STOP_WAIT = 10.0
+_FAILOVER_BACKOFF_FIRST = 0.05
+_FAILOVER_BACKOFF_MAX = 1.0
 
+# Each script also says how many replicas the primary has connected now (0 where the user's
+# ACL denies INFO): the store then asks for a replica's acknowledgement (WAIT) only where one
+# can come.
+_REPLICAS = """
+local function replicas()
+  local info = redis.pcall('INFO', 'replication')
+  if type(info) ~= 'string' then return 0 end
+  return tonumber(string.match(info, 'connected_slaves:(%d+)')) or 0
+end
+"""
 # KEYS[1] the login hash. ARGV: mode ("cas": only if the version is still ARGV[2], "" for
 # nothing stored; "restore": only if nothing as new as (ARGV[8], ARGV[3]) is stored), expected
 # version, new version, field ("" for a logout marker), value, writer, channel, and "at": for
 # "cas" the newest "at" the writer has seen (the new one is later than it, than the stored
 # one and than the server's clock), for "restore" the remembered login's own.
-# Returns {1, new version, its at} when written, {0, the version found} when not.
-_WRITE_SCRIPT = """
+# Returns {1, new version, its at, replicas} when written, {0, the version found} when not.
+_WRITE_SCRIPT = (
+    _REPLICAS
+    + """
 local current = redis.call('HGET', KEYS[1], 'version')
 local stored_at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0') or 0
 local at
@@ -113,34 +127,53 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[4], ARGV[5]) end
 redis.call('PUBLISH', ARGV[7],
   '{"event":"changed","version":' .. ARGV[3] .. ',"writer":"' .. ARGV[6] .. '","at":' ..
   stamp .. '}')
-return {1, ARGV[3], stamp}
+return {1, ARGV[3], stamp, replicas()}
 """
+)
 # KEYS[1] the lock, KEYS[2] its owner's "given up" mark. ARGV[1] the owner token, ARGV[2] the
 # TTL in ms. Takes the lock if it is free; says "taken" also when it is ours already (a retried
 # call whose first answer was lost); takes nothing for an owner that gave up (a request that
-# reached the server after its caller had stopped waiting and released).
-_ACQUIRE_SCRIPT = """
-if redis.call('GET', KEYS[2]) then return 0 end
+# reached the server after its caller had stopped waiting and released). Returns {taken,
+# replicas}.
+_ACQUIRE_SCRIPT = (
+    _REPLICAS
+    + """
+if redis.call('GET', KEYS[2]) then return {0, 0} end
 local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then return 1 end
-if holder then return 0 end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])  -- a write: the WAIT after it covers the first take
+  return {1, replicas()}
+end
+if holder then return {0, 0} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+return {1, replicas()}
 """
+)
 # KEYS[1] the lock, KEYS[2] the owner's "given up" mark. ARGV[1] the owner token, ARGV[2] the
 # TTL in ms. For a caller whose take failed or was cancelled, so it cannot know whether the
 # server set the lock: frees it if ours, and marks the owner so that a take still on its way
 # takes nothing (the mark lives as long as the lock would have).
-_ABANDON_SCRIPT = """
+_ABANDON_SCRIPT = (
+    _REPLICAS
+    + """
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
+return {1, replicas()}
 """
+)
 # KEYS[1] the lock. ARGV[1] the owner token. Deletes the lock only if it is still ours.
-_RELEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# KEYS[2] the owner's "given up" mark, set too: always a write, so that the WAIT after a
+# retried release (whose first run deleted the lock but was not acknowledged) covers that
+# first run as well. Returns {deleted, replicas}.
+_RELEASE_SCRIPT = (
+    _REPLICAS
+    + """
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+local deleted = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then deleted = redis.call('DEL', KEYS[1]) end
+return {deleted, replicas()}
 """
+)
 # KEYS[1] the lock. ARGV[1] the owner token, ARGV[2] the TTL in ms. Renews only our own lock.
 _RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -220,6 +253,8 @@ def _parse_url(url: object) -> tuple[str, str | None]:  # noqa: PLR0911 -- one r
 
 _SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 _SENTINEL_PORT = 26379
+_SENTINEL_FAILOVER_TIMEOUT = 30.0
+"""How long a store on a ``redis+sentinel://`` URL retries while the primary is unreachable."""
 _SERVICE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -389,6 +424,39 @@ def _timing_problem(
     return None
 
 
+def _durability_problem(
+    min_replicas: int | None, replica_timeout: float, failover_timeout: float
+) -> str | None:
+    """What is wrong with the replica and failover settings (``None``: nothing)."""
+    count: object = min_replicas  # typed, but a caller may pass anything
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        return "min_replicas must be None (one when the primary has replicas) or a count >= 0."
+    if not replica_timeout > 0:
+        return "replica_timeout must be a positive number of seconds."
+    if not failover_timeout >= 0:
+        return "failover_timeout must be a number of seconds >= 0."
+    return None
+
+
+def _in_failover(exc: BaseException) -> bool:
+    """Whether a failed command may work once a failover is over (never a refusal)."""
+    import redis.exceptions as rex  # noqa: PLC0415 -- optional extra
+
+    if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+        return False
+    return isinstance(exc, rex.ConnectionError | rex.TimeoutError | rex.ReadOnlyError | OSError)
+
+
+def _taken_on(reply: Any) -> object:  # noqa: ANN401 -- a Redis reply
+    """For a lock take: the replicas the primary has, or ``None`` when not taken."""
+    return reply[1] if int(reply[0]) else None
+
+
+def _replicas_of(reply: Any) -> object:  # noqa: ANN401 -- a Redis reply
+    """For a lock release (always a write): the replicas the primary has."""
+    return reply[1]
+
+
 def _remove_if(login: AuthDotJson) -> Callable[[AuthDotJson | None], AuthDotJson | None]:
     """A change that removes the stored login only if it is still ``login``."""
 
@@ -452,6 +520,22 @@ class RedisAuthStore:
             a ``PING``; no answer within ``command_timeout`` means the connection died without
             a word (a NAT or a firewall that dropped it), and the listener connects and
             subscribes again.
+        min_replicas: How many replicas must acknowledge a write (``WAIT``) before it counts
+            as saved: ``None`` (the default) asks for one whenever the primary reports a
+            connected replica, and for none otherwise (a lone server: today's behaviour, where
+            a failover can lose the last write). Until the acknowledgement comes, the write
+            raises :class:`~aioscopedauth.StorageError`: an
+            :class:`~aioscopedauth.AuthManager` keeps refreshed tokens in memory, serves them
+            and writes them again on its next refresh (to the new primary after a failover).
+            ``0`` never waits. The lock's take and release wait the same way, so a lock (or
+            its release) lost in a failover cannot let two hosts spend one refresh token, or
+            stall the fleet for a TTL.
+        replica_timeout: Seconds a write waits for the replicas' acknowledgement.
+        failover_timeout: Seconds a command keeps being retried (with a backoff) while the
+            server is unreachable, answers nothing or is a read-only replica: a failover in
+            progress. ``0`` fails at once. :meth:`from_url` sets 30 for a
+            ``redis+sentinel://`` URL. Requests with a valid cached token never wait for it;
+            a refresh does, then resumes on the new primary.
         owns_client: Close ``client`` in :meth:`aclose` (set by :meth:`from_url`).
         where: How messages name the server (set by :meth:`from_url`; never a password).
 
@@ -467,6 +551,9 @@ class RedisAuthStore:
     lock_timeout: float = attrs.field(default=120.0, kw_only=True)
     command_timeout: float | None = attrs.field(default=5.0, kw_only=True)
     ping_interval: float = attrs.field(default=15.0, kw_only=True)
+    min_replicas: int | None = attrs.field(default=None, kw_only=True)
+    replica_timeout: float = attrs.field(default=2.0, kw_only=True)
+    failover_timeout: float = attrs.field(default=0.0, kw_only=True)
     owns_client: bool = attrs.field(default=False, kw_only=True)
     where: str = attrs.field(default="", kw_only=True)
 
@@ -475,6 +562,8 @@ class RedisAuthStore:
     """The event loop that first used the store; the only one it (and its client) works on."""
     _seq: int = attrs.field(default=0, init=False, repr=False)
     _seen: _Entry | None = attrs.field(default=None, init=False, repr=False)
+    _unconfirmed: tuple[int, int] | None = attrs.field(default=None, init=False, repr=False)
+    """The stamp of this store's last write that no replica acknowledged yet."""
     _callbacks: list[Callable[[], None]] = attrs.field(factory=list, init=False, repr=False)
     _listener: asyncio.Task[None] | None = attrs.field(default=None, init=False, repr=False)
     _stopping: asyncio.Event = attrs.field(factory=asyncio.Event, init=False, repr=False)
@@ -505,6 +594,10 @@ class RedisAuthStore:
         problem = _timing_problem(
             self.lock_ttl, self.lock_timeout, self.command_timeout, self.ping_interval
         )
+        if problem is None:
+            problem = _durability_problem(
+                self.min_replicas, self.replica_timeout, self.failover_timeout
+            )
         if problem is not None:
             raise ConfigError(problem)
         if self.encryption_key is not None:
@@ -545,6 +638,9 @@ class RedisAuthStore:
         lock_timeout: float = 120.0,
         command_timeout: float | None = 5.0,
         ping_interval: float = 15.0,
+        min_replicas: int | None = None,
+        replica_timeout: float = 2.0,
+        failover_timeout: float | None = None,
         **client_options: Any,  # noqa: ANN401 -- passed through to redis.asyncio.from_url
     ) -> RedisAuthStore:
         """Create a store with its own client for ``url``.
@@ -580,6 +676,10 @@ class RedisAuthStore:
             lock_timeout: See the class.
             command_timeout: See the class.
             ping_interval: See the class.
+            min_replicas: See the class.
+            replica_timeout: See the class.
+            failover_timeout: See the class; ``None``: 30 s for a ``redis+sentinel://`` URL,
+                0 otherwise.
             **client_options: More options for ``redis.asyncio.from_url``.
 
         Returns:
@@ -632,6 +732,15 @@ class RedisAuthStore:
             lock_timeout=lock_timeout,
             command_timeout=command_timeout,
             ping_interval=ping_interval,
+            min_replicas=min_replicas,
+            replica_timeout=replica_timeout,
+            failover_timeout=(
+                failover_timeout
+                if failover_timeout is not None
+                else _SENTINEL_FAILOVER_TIMEOUT
+                if sentinel is not None
+                else 0.0
+            ),
             owns_client=True,
             where=where,
         )
@@ -755,21 +864,39 @@ class RedisAuthStore:
             msg = f"{what}: Redis at {self.where} failed with {type(exc).__name__}. Retry."
         return StorageError(msg)
 
-    async def _call(self, what: str, command: Awaitable[Any]) -> Any:  # noqa: ANN401 -- Redis replies
+    async def _call(
+        self, what: str, command: Callable[[], Awaitable[Any]], *, extra: float = 0.0
+    ) -> Any:  # noqa: ANN401 -- Redis replies
+        """Send ``command()``; while a failover lasts (``failover_timeout``), send it again.
+
+        Every command of the store may run twice (writes are compare-and-swap, the lock
+        scripts know their owner), so one that got no answer is safe to send again.
+        """
         import redis.exceptions as rex  # noqa: PLC0415 -- optional extra
 
+        self._check_loop()
+        deadline = time.monotonic() + self.failover_timeout
+        delay = _FAILOVER_BACKOFF_FIRST
+        while True:
+            try:
+                return await self._once(what, command, extra)
+            except (rex.RedisError, OSError) as exc:
+                error = self._error(what, exc)
+                if not _in_failover(exc) or time.monotonic() + delay > deadline:
+                    raise error from None
+                logger.info("%s; trying again (a failover?)", error)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
+            if self._closing.is_set():
+                raise error from None
+            delay = min(delay * 2, _FAILOVER_BACKOFF_MAX)
+
+    async def _once(self, what: str, command: Callable[[], Awaitable[Any]], extra: float) -> Any:  # noqa: ANN401 -- Redis replies
+        limit = None if self.command_timeout is None else self.command_timeout + extra
         try:
-            self._check_loop()
-        except ConfigError:
-            close = getattr(command, "close", None)
-            if close is not None:
-                close()  # never awaited: no "coroutine was never awaited" warning later
-            raise
-        try:
-            async with asyncio.timeout(self.command_timeout):
-                return await command
-        except (rex.RedisError, OSError) as exc:
-            raise self._error(what, exc) from None
+            async with asyncio.timeout(limit):
+                return await command()
         except UnicodeDecodeError:
             # A client made with decode_responses=True met bytes that are not UTF-8 in a
             # reply; the error holds the reply, so it is never chained.
@@ -781,17 +908,88 @@ class RedisAuthStore:
             raise StorageError(msg) from None
 
     async def _script(self, what: str, script: str, keys: list[str], args: list[Any]) -> Any:  # noqa: ANN401 -- Redis replies
-        return await self._call(what, self._eval(script, keys, args))
+        return await self._call(what, lambda: self._eval(script, keys, args))
 
-    async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:  # noqa: ANN401 -- Redis replies
+    def _replicas_needed(self, connected: object) -> int:
+        """How many replicas must acknowledge a write, given how many the primary has."""
+        if self.min_replicas is not None:
+            return self.min_replicas
+        try:
+            return 1 if int(_text(connected)) > 0 else 0
+        except ValueError:
+            return 0
+
+    def _one_connection(self) -> redis.asyncio.Redis:
+        """A client of the same pool that sends everything on one connection."""
+        try:
+            return self.client.client()
+        except TypeError:
+            # A subclass whose constructor takes other arguments: its own client, then (a
+            # WAIT may then count another connection's writes; redis-py's own class never
+            # gets here).
+            return self.client
+
+    async def _confirmed_script(
+        self,
+        what: str,
+        script: str,
+        keys: list[str],
+        args: list[Any],
+        written: Callable[[Any], object],
+    ) -> tuple[Any, str | None]:
+        """Run a script that writes, then wait until enough replicas hold it (``WAIT``).
+
+        ``written(reply)`` gives the replicas the script found connected, or ``None`` when it
+        wrote nothing. ``WAIT`` counts what the replicas acknowledged of the writes sent on
+        *its own connection*, so the script and ``WAIT`` go on one connection of the pool.
+
+        Returns:
+            The script's reply, and what to raise (a :class:`StorageError`'s message) when
+            fewer replicas than needed acknowledged within ``replica_timeout``: the write
+            stands on the primary but does not count as saved. ``None`` when it counts.
+        """
+        timeout_ms = max(1, int(self.replica_timeout * 1000))
+
+        async def run() -> tuple[Any, int, int]:
+            connection = self._one_connection()
+            try:
+                reply = await self._eval(script, keys, args, connection)
+                connected = written(reply)
+                needed = 0 if connected is None else self._replicas_needed(connected)
+                if not needed:
+                    return reply, 0, 0
+                acked = await connection.execute_command("WAIT", needed, timeout_ms)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                return reply, needed, int(_text(acked))
+            finally:
+                # Hands the connection back to the pool (the pool itself stays open).
+                await connection.aclose(close_connection_pool=False)
+
+        reply, needed, got = await self._call(what, run, extra=self.replica_timeout)
+        if got >= needed:
+            return reply, None
+        return reply, (
+            f"{what}: Redis at {self.where} wrote it, but {got} of the {needed} replica(s) "
+            f"needed acknowledged it within {self.replica_timeout:g} s, so a failover now "
+            "could lose it: it counts as not saved and is written again on the next try. "
+            "Check the replicas' links, or lower min_replicas."
+        )
+
+    async def _eval(
+        self,
+        script: str,
+        keys: list[str],
+        args: list[Any],
+        client: redis.asyncio.Redis | None = None,
+    ) -> Any:  # noqa: ANN401 -- Redis replies
         import redis.exceptions as rex  # noqa: PLC0415 -- optional extra
 
+        client = self.client if client is None else client
         sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
         try:
-            return await self.client.evalsha(sha, len(keys), *keys, *args)
+            return await client.evalsha(sha, len(keys), *keys, *args)
         except rex.NoScriptError:
             # A restarted server forgot its scripts; EVAL runs it and caches it again.
-            return await self.client.eval(script, len(keys), *keys, *args)
+            return await client.eval(script, len(keys), *keys, *args)
 
     # -- the document -----------------------------------------------------------------------
 
@@ -849,7 +1047,7 @@ class RedisAuthStore:
             raise StorageError(msg) from None
 
     async def _read_raw(self) -> _Entry | None:
-        raw = await self._call("Could not read the login", self.client.hgetall(self.key))
+        raw = await self._call("Could not read the login", lambda: self.client.hgetall(self.key))
         if not raw:
             return None
         try:
@@ -905,7 +1103,7 @@ class RedisAuthStore:
     ) -> bool:
         field, value = ("", "") if data is None else self._seal(data)
         self._seq += 1
-        reply = await self._script(
+        reply, unconfirmed = await self._confirmed_script(
             "Could not write the login",
             _WRITE_SCRIPT,
             [self.key],
@@ -919,10 +1117,17 @@ class RedisAuthStore:
                 self.channel,
                 str(at),
             ],
+            # A restore puts back what some host saw already: a read is no place to fail.
+            lambda reply: reply[3] if mode == "cas" and int(reply[0]) == 1 else None,
         )
         written = int(reply[0]) == 1
         if written:
-            self._seen = _Entry(version, _stamp_of(reply[2]), data)
+            entry = _Entry(version, _stamp_of(reply[2]), data)
+            self._seen = entry
+            if mode == "cas":
+                self._unconfirmed = None if unconfirmed is None else entry.stamp
+        if unconfirmed is not None:
+            raise StorageError(unconfirmed)
         return written
 
     # -- the AuthStore protocol -------------------------------------------------------------
@@ -980,14 +1185,21 @@ class RedisAuthStore:
 
         Raises:
             StorageError: Redis is unreachable or refused us, or the stored login is corrupt
-                (nothing is written).
+                (nothing is written); or fewer replicas than ``min_replicas`` acknowledged the
+                write in time (it stands on the primary, and the next update that finds it
+                there writes it again).
         """
         for _ in range(_MAX_ATTEMPTS):
             entry = await self._read()
             before = None if entry is None else entry.data
             after = change(before)
             if after is before or (after is None and entry is not None and before is None):
-                return CommitResult(before, before, written=False)
+                if entry is None or entry.stamp != self._unconfirmed:
+                    return CommitResult(before, before, written=False)
+                # What is stored is this store's own write that no replica acknowledged: it
+                # is not saved until one does. Write it again, and wait again.
+                logger.info("Writing %s again: no replica acknowledged it yet", self.key)
+                after = before
             current = 0 if entry is None else entry.version
             seen = self._seen
             floor = 0 if seen is None else seen.version
@@ -1116,15 +1328,16 @@ class RedisAuthStore:
         delay = _LOCK_POLL_FIRST
         while True:
             attempt = asyncio.get_running_loop().create_task(
-                self._script(
+                self._confirmed_script(
                     "Could not take the refresh lock",
                     _ACQUIRE_SCRIPT,
                     self._lock_keys(owner),
                     [owner, ttl_ms],
+                    _taken_on,
                 )
             )
             try:
-                got = await asyncio.shield(attempt)
+                reply, unconfirmed = await asyncio.shield(attempt)
             except asyncio.CancelledError:
                 # The server may set the lock after the caller is gone: free it then.
                 self._in_background(self._release_after(attempt, owner, ttl_ms))
@@ -1135,7 +1348,12 @@ class RedisAuthStore:
                 # still on its way). Give it up now, not after its TTL.
                 self._in_background(self._abandon(owner, ttl_ms))
                 raise
-            if int(got):
+            if unconfirmed is not None:
+                # A lock no replica holds can vanish in a failover, and a second host then
+                # spend the same refresh token: give it up, as for a lost answer.
+                self._in_background(self._abandon(owner, ttl_ms))
+                raise StorageError(unconfirmed)
+            if int(reply[0]):
                 return
             if time.monotonic() >= deadline:
                 msg = (
@@ -1149,7 +1367,11 @@ class RedisAuthStore:
 
     async def _release_after(self, attempt: asyncio.Task[Any], owner: str, ttl_ms: int) -> None:
         await asyncio.wait({attempt})
-        if not attempt.cancelled() and attempt.exception() is None and not int(attempt.result()):
+        if (
+            not attempt.cancelled()
+            and attempt.exception() is None
+            and not int(attempt.result()[0][0])
+        ):
             return  # not taken: nothing to free
         await self._abandon(owner, ttl_ms)
 
@@ -1168,7 +1390,14 @@ class RedisAuthStore:
         last = False
         while True:
             try:
-                await self._script(what, script, self._lock_keys(owner), [owner, ttl_ms])
+                # Waits for a replica too: a release that reached only a primary that died
+                # would leave the lock on the promoted replica for its TTL, stalling the
+                # fleet. Not acknowledged, it is sent again (to the new primary, then).
+                _, unconfirmed = await self._confirmed_script(
+                    what, script, self._lock_keys(owner), [owner, ttl_ms], _replicas_of
+                )
+                if unconfirmed is not None:
+                    raise StorageError(unconfirmed)  # noqa: TRY301 -- retried like a lost answer
             except StorageError as exc:
                 if last or time.monotonic() + delay >= deadline:
                     logger.warning("%s; it expires by itself after its TTL", exc)

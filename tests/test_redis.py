@@ -254,6 +254,10 @@ class _Gated(aioredis.Redis):
         self.lose_cancellation = False
         self.lost = 0
 
+    def client(self) -> _Gated:
+        """The store's one-connection client for a write and its WAIT: this one, gated too."""
+        return self
+
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         answer = await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         if args[:2] in self.commands and not self.proceed.is_set():
@@ -493,8 +497,9 @@ async def test_an_acl_user_from_the_url_works_and_a_wrong_password_is_clear(
             "ACL", "SETUSER", user, "reset", "on", f">{password}",
             "~aioscopedauth:*", "&aioscopedauth:*",
             "+@connection", "+hgetall", "+evalsha", "+eval", "+set", "+subscribe",
-            "+unsubscribe", "+ping", "+client",
-            # what the scripts run:
+            "+unsubscribe", "+ping", "+client", "+wait",
+            # what the scripts run (INFO: how many replicas the primary has):
+            "+info",
             "+hget", "+hset", "+del", "+publish", "+get", "+pexpire", "+time",
         )  # fmt: skip
         try:
