@@ -110,6 +110,10 @@ class RecoveryTarget(Protocol):
         """The cached snapshot."""
         ...
 
+    async def auth(self) -> Auth | None:
+        """The auth to send now (for a bearer manager, its source's token)."""
+        ...
+
     async def reload_if_account_matches(
         self, expected_account: str | None, rejected: Auth | None = None
     ) -> bool:
@@ -307,9 +311,12 @@ class UnauthorizedRecovery:
         self._step = next_step(
             self._mode, step, refreshable=self._refreshable, conclusive=conclusive
         )
-        if self._mode == "managed":
+        if self._mode == "managed" or manager.mode is not AuthMode.BEARER:
             # The retry sends what the manager holds now; that is what a next 401 rejects.
             self._rejected = manager.auth_cached()
+        elif changed:
+            # A bearer token lives in the source's cache, not the snapshot.
+            self._rejected = await manager.auth()
         return RecoveryStep(step, changed, fresh)
 
     async def __aiter__(self) -> AsyncGenerator[RecoveryStep, Auth | None]:
@@ -325,6 +332,8 @@ class UnauthorizedRecovery:
             if rejected is None and self._refreshes:
                 return
             rejected = yield await self.next(rejected)
+            if rejected is not None:
+                self.rejected_again(rejected)  # as the middleware does after a failed retry
 
     def __repr__(self) -> str:
         """Show the mode and the next step."""
