@@ -51,7 +51,7 @@ class BearerFlight:
 
     source: ExternalRefresher
     cached: Auth | None = None
-    """The token last resolved or refreshed (``None``: none yet, or the source failed)."""
+    """The token last resolved or refreshed (``None``: none yet; a failed resolve keeps it)."""
     stale_at: float | None = None
     """``time.monotonic()`` after which ``cached`` is resolved again (``None``: not by age)."""
     resolving: asyncio.Future[Auth | None] | None = None
