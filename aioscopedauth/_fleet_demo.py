@@ -288,10 +288,13 @@ async def _stop_hosts(
 
 
 async def _forget(url: str, name: str, result: FleetDemoResult) -> None:
-    """Delete the login the demo put in a Redis it was given (and its lock, if left)."""
+    """Delete the login the demo put in a Redis it was given, with its lock and lock marks."""
     async with RedisAuthStore.from_url(url, name=name) as store:
         try:
-            await store.client.delete(store.key, store.lock_key)
+            # Every key of this login starts with its key (the hash tag closes the name).
+            keys = [key async for key in store.client.scan_iter(match=f"{store.key}*")]
+            if keys:
+                await store.client.delete(*keys)
         except (RedisError, OSError) as exc:
             result.failures.append(
                 f"could not delete the demo's login {store.key} from Redis: {type(exc).__name__}"

@@ -57,7 +57,10 @@ async def try_it(redis_url: str) -> None:
                 await main(home, redis_url, OAuthConfig(server.token_url, server.client_id), name)
             finally:
                 async with RedisAuthStore.from_url(redis_url, name=name) as store:
-                    await store.client.delete(store.key, store.lock_key)
+                    # The login, its lock and the lock's marks: every key starts with its key.
+                    keys = [key async for key in store.client.scan_iter(match=f"{store.key}*")]
+                    if keys:
+                        await store.client.delete(*keys)
 
 
 if __name__ == "__main__":
