@@ -60,6 +60,7 @@ async def test_invalid_token_goes_through_the_recovery(oidc: OidcProvider, tmp_p
     assert [(e.step, e.outcome) for e in events] == [
         ("reload", "unchanged"),
         ("refresh_token", "changed"),
+        ("done", "recovered"),  # the retry with the refreshed token was answered
     ]
 
 
