@@ -2,10 +2,11 @@
 
 A manager hands out snapshots (:mod:`._snapshot`), reads the store (:mod:`._loader`), follows
 its change notices (:mod:`._watch`), refreshes once for everyone (:mod:`._refresh`) and logs in
-and out (:mod:`._login`). Each public method here is a short delegate; the concurrency
-invariants are written at the top of the room that keeps them, chiefly :mod:`._refresh`.
+and out (:mod:`._login`). Each public method is a short delegate (the standard providers'
+logins in :mod:`._facade_logins`, the 401 recovery's ports in :mod:`._facade_recovery`); the
+concurrency invariants are written at the top of the room that keeps them, chiefly :mod:`._refresh`.
 
-Derived managers share one :class:`_Core` (the snapshot, the failure records, the forced
+Derived managers share one ``Core`` (:mod:`._core`) (the snapshot, the failure records, the forced
 workspace, the store and the refresh lock) by reference; each keeps its own external source.
 """
 
@@ -13,18 +14,16 @@ from __future__ import annotations
 
 import copy
 import logging
-import webbrowser
 from typing import TYPE_CHECKING, Self
 
-import attrs
-
 from ._bearer import BearerFlight
+from ._core import Core
 from ._errors import (
     ConfigError,
-    TransientRefreshError,
     UnsupportedLoginError,
 )
-from ._loader import StoreReader
+from ._facade_logins import StandardLogins
+from ._facade_recovery import RecoveryPorts
 from ._login import (
     ForcedLoginMethod,
     enforce_restrictions,
@@ -35,124 +34,27 @@ from ._login import (
 from ._model import Auth, AuthMode
 from ._oauth import OAuthConfig
 from ._oauth_login import (
-    browser_login,
-    client_credentials_login,
-    device_code_login,
-    refresh_token_login,
     revoke_stored_login,
 )
-from ._policy import FRESH, Freshness
+from ._policy import FRESH
 from ._recovery import UnauthorizedRecovery
-from ._refresh import RefreshCoordinator
-from ._session import SessionHolder
-from ._snapshot import AuthChange, AuthChanges, SnapshotCell
-from ._storage import AuthStore, MemoryAuthStore
-from ._watch import StoreWatcher
+from ._snapshot import AuthChange, AuthChanges
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from types import TracebackType
 
     import aiohttp
 
     from ._errors import RefreshTokenFailedError
     from ._external import ExternalRefresher
-    from ._grants import DeviceCode
+    from ._storage import AuthStore
 
 __all__ = ["AuthChange", "AuthChanges", "AuthManager", "ForcedLoginMethod"]
 
 logger = logging.getLogger("aioscopedauth.manager")
 
 
-@attrs.define(eq=False)
-class _Core:
-    """What a base manager and every manager derived from it share, by reference."""
-
-    store: AuthStore
-    oauth: OAuthConfig
-    forced_login_method: ForcedLoginMethod | None
-    forced_workspace_id: str | None
-    session: SessionHolder
-    cell: SnapshotCell
-    reader: StoreReader
-    refresh: RefreshCoordinator
-    watcher: StoreWatcher
-
-    @classmethod
-    def build(  # noqa: PLR0913 -- the manager's configuration, passed through
-        cls,
-        store: AuthStore,
-        oauth: OAuthConfig,
-        *,
-        api_key_env: str | None,
-        access_token_env: str | None,
-        forced_login_method: ForcedLoginMethod | None,
-        forced_workspace_id: str | None,
-        http: aiohttp.ClientSession | None,
-    ) -> _Core:
-        """Wire the rooms together."""
-        session = SessionHolder.of(http)
-        freshness = Freshness(oauth)
-        cell = SnapshotCell(on_set=freshness.note)
-        memory = store if isinstance(store, MemoryAuthStore) else MemoryAuthStore()
-        reader = StoreReader(
-            store, memory, oauth, api_key_env, session, cell, access_token_env=access_token_env
-        )
-        core: _Core
-
-        def forced_workspace() -> str | None:
-            return core.forced_workspace_id
-
-        async def reload() -> bool:
-            return await core.reload()
-
-        refresh = RefreshCoordinator(cell, reader, oauth, session, forced_workspace, freshness)
-        core = cls(
-            store=store,
-            oauth=oauth,
-            forced_login_method=forced_login_method,
-            forced_workspace_id=forced_workspace_id,
-            session=session,
-            cell=cell,
-            reader=reader,
-            refresh=refresh,
-            watcher=StoreWatcher(store, reload),
-        )
-        return core
-
-    async def current(self) -> Auth | None:
-        """The snapshot, loaded from the store on first use."""
-        cell = self.cell
-        cell.check_loop()
-        if not self.watcher.watched:
-            self.watcher.start()
-        if not cell.loaded:
-            async with cell.load_lock:
-                if not cell.loaded:
-                    version = cell.version
-                    loaded = await self.reader.load()
-                    if cell.version == version:
-                        cell.set(loaded, "load")
-                    cell.loaded = True
-        return cell.snapshot
-
-    async def reload(self) -> bool:
-        """Re-read the store; whether the snapshot changed."""
-        logger.debug("Reloading auth")
-        cell = self.cell
-        cell.check_loop()
-        if not self.watcher.watched:
-            self.watcher.start()
-        version = cell.version
-        new = await self.reader.load()
-        cell.loaded = True
-        # A change made while we read (a refresh that saved, a login) is newer than our read.
-        changed = cell.version == version and cell.set(new, "reload")
-        logger.debug("Reloaded auth, changed: %s", changed)
-        return changed
-
-
-class AuthManager:
+class AuthManager(StandardLogins, RecoveryPorts):
     """Owns a client's auth state: loads it, hands out snapshots, refreshes it once for everyone.
 
     The constructor does no I/O; the first :meth:`auth` loads from the store. ``async with``
@@ -194,7 +96,7 @@ class AuthManager:
         if forced_login_method not in (None, "api", "chatgpt"):
             msg = "forced_login_method must be 'api', 'chatgpt' or None"
             raise ConfigError(msg)
-        self._core = _Core.build(
+        self._core = Core.build(
             store,
             oauth or OAuthConfig.codex(),
             api_key_env=api_key_env,
@@ -330,36 +232,6 @@ class AuthManager:
         """Return the cached snapshot: no I/O, no refresh (``None`` before the first load)."""
         return self._core.cell.snapshot
 
-    def refreshed_since(self, auth: Auth | None, moment: float) -> bool:
-        """Whether ``auth`` came from a token request this process sent at or after ``moment``.
-
-        A 401 recovery asks this about the token its refresh step produced: a token requested
-        before the 401 (a refresh already under way, which the step joined) may have been
-        revoked with the rejected one, so its rejection says nothing about the login.
-
-        Args:
-            auth: A snapshot.
-            moment: A ``time.monotonic()`` reading.
-
-        Returns:
-            ``False`` also when unknown (tokens another process saved, or an older refresh).
-        """
-        return self._core.refresh.refreshed_since(auth, moment)
-
-    def bearer_refreshed_since(self, moment: float) -> bool:
-        """Whether this manager's latest bearer token was asked for at or after ``moment``.
-
-        The bearer twin of :meth:`refreshed_since`: the earliest start of a ``resolve()`` or
-        ``refresh()`` call that returned the token (a lower bound of when it was minted).
-
-        Args:
-            moment: A ``time.monotonic()`` reading.
-
-        Returns:
-            ``False`` also when no bearer token was returned yet.
-        """
-        return self._bearer is not None and self._bearer.refreshed_since(moment)
-
     def refresh_failure_for_auth(self, auth: Auth | None) -> RefreshTokenFailedError | None:
         """Return the permanent refresh failure recorded for exactly this snapshot, if any.
 
@@ -460,94 +332,6 @@ class AuthManager:
         core = self._core
         await login_with_tokens(core.cell, core.reader, access_token, account_id, plan_type)
 
-    async def login_with_refresh_token(self, refresh_token: str) -> None:
-        """Import an existing grant of a standard provider, checked by refreshing it once.
-
-        The refresh token is spent once; the tokens the provider returns (a rotated refresh
-        token among them) are saved as an ``auth_mode: "oauth"`` login.
-
-        Args:
-            refresh_token: The refresh token.
-
-        Raises:
-            ConfigError: The configuration is not standard, or the token is blank.
-            LoginError: The provider refused the token (expired, revoked or used).
-            ClientConfigError: The provider refused the client.
-            TransientRefreshError: The provider could not be reached or failed; try again.
-            StorageError: The login could not be saved.
-        """
-        await refresh_token_login(self._core.cell, self._core.reader, refresh_token)
-
-    async def login_with_client_credentials(self) -> None:
-        """Log the client itself in (machine to machine, RFC 6749 §4.4).
-
-        There is no refresh token: the access token is minted again before it expires, once
-        for every task, process and host sharing the store, like a refresh.
-
-        Raises:
-            ConfigError: The configuration is not standard, or has no client secret.
-            ClientConfigError: The provider refused the client, the grant or the scopes.
-            TransientRefreshError: The provider could not be reached or failed; try again.
-            StorageError: The login could not be saved.
-        """
-        await client_credentials_login(self._core.cell, self._core.reader)
-
-    async def login_with_device_code(
-        self, show: Callable[[DeviceCode], Awaitable[None] | None]
-    ) -> None:
-        """Log in on a device without a browser (RFC 8628), e.g. from a terminal.
-
-        ``show`` is called once with a :class:`DeviceCode` (``user_code``,
-        ``verification_uri``, ``verification_uri_complete`` or ``None``, ``expires_in``,
-        ``interval``) to tell the user where to go; the coroutine returns once the user
-        approved and the login is saved. Polling honours ``interval`` and ``slow_down``, and
-        stops at the first token answer (a strict provider revokes a login whose device code
-        is presented again).
-
-        Args:
-            show: A function or coroutine function that shows the code.
-
-        Raises:
-            ConfigError: The configuration is not standard or has no device endpoint.
-            LoginError: The user refused (``access_denied``), the code expired
-                (``expired_token``) or the provider failed; start again.
-            ClientConfigError: The provider refused the client or the scopes.
-            StorageError: The login could not be saved.
-        """
-        await device_code_login(self._core.cell, self._core.reader, show)
-
-    async def login_with_browser(
-        self,
-        open_url: Callable[[str], object] = webbrowser.open,
-        *,
-        redirect_port: int = 0,
-        timeout: float = 300.0,  # noqa: ASYNC109 -- how long the user has, not a call's deadline
-    ) -> None:
-        """Log in with the system browser: authorization code with PKCE (S256).
-
-        A server on ``127.0.0.1`` (RFC 8252 loopback redirect) receives the provider's answer;
-        its ``state`` is checked, and the page the browser lands on says it may be closed.
-        The client must accept ``http://127.0.0.1:{port}/callback`` as a redirect URI (any
-        port for a native client, RFC 8252 §7.3, or the one ``redirect_port`` names).
-
-        Args:
-            open_url: Opens the authorization URL; run in a worker thread (a coroutine
-                function runs on the loop). Defaults to :func:`webbrowser.open`.
-            redirect_port: The loopback port (0: any free one).
-            timeout: Seconds the user has to finish in the browser.
-
-        Raises:
-            ConfigError: The configuration is not standard or has no ``authorization_url``.
-            LoginError: Refused, timed out, or the code was refused; start again.
-            ClientConfigError: The provider refused the client.
-            TransientRefreshError: The code exchange failed for now; start again.
-            StorageError: The login could not be saved.
-        """
-        core = self._core
-        await browser_login(
-            core.cell, core.reader, open_url, redirect_port=redirect_port, timeout=timeout
-        )
-
     async def logout(self) -> bool:
         """Revoke a standard login at the provider, then remove the login and reload.
 
@@ -599,47 +383,6 @@ class AuthManager:
         """
         return UnauthorizedRecovery(self, rejected)
 
-    async def reload_if_account_matches(
-        self, expected_account: str | None, rejected: Auth | None = None
-    ) -> bool:
-        """Adopt what the store holds now, if it is still the same account (recovery's reload).
-
-        Concurrent calls share one read of the store.
-
-        Args:
-            expected_account: The account id of the rejected auth.
-            rejected: The rejected auth, if known.
-
-        Returns:
-            Whether the auth to send now differs from the rejected one.
-
-        Raises:
-            RefreshTokenFailedError: The store holds another account, or nothing (logged out or
-                signed in elsewhere): sign in again.
-            StorageError: The store could not be read.
-        """
-        return await self._core.refresh.recovery_reload(expected_account, rejected)
-
-    async def refresh_rejected(self, rejected: Auth | None = None) -> bool:
-        """Refresh the managed login after a 401 (recovery's refresh_token step).
-
-        Args:
-            rejected: The rejected auth; if the manager already holds another one, it is
-                adopted without calling the token endpoint.
-
-        Returns:
-            Whether the manager now holds other auth than the rejected one (``True`` on success).
-
-        Raises:
-            RefreshTokenFailedError: Refused for good, or a failure already recorded for it.
-            TransientRefreshError: Try again later.
-            StorageError: The store could not be read or written.
-        """
-        snapshot = rejected if rejected is not None else await self._core.current()
-        if snapshot is None or not snapshot.mode.is_refreshable:
-            return False
-        return await self._core.refresh.join(snapshot, self._external)
-
     # -- refresh ----------------------------------------------------------------------------
 
     async def refresh_token(self) -> bool:
@@ -663,31 +406,3 @@ class AuthManager:
         if snapshot is None or not snapshot.mode.is_refreshable:
             return False
         return await self._core.refresh.join(snapshot, self._external)
-
-    async def refresh_external_auth(self, rejected: Auth | None = None) -> bool:
-        """Ask this manager's external source for a new token after a 401.
-
-        For a bearer manager the new token lives in the source's cache only (nothing is
-        persisted); for host-supplied ChatGPT tokens it is kept in the memory store.
-
-        Args:
-            rejected: The snapshot the server rejected, so concurrent 401s refresh once.
-
-        Returns:
-            Whether the auth changed (always ``True`` on success).
-
-        Raises:
-            TransientRefreshError: There is no external source, or it failed.
-        """
-        external = self._external
-        if external is None:
-            msg = "external auth is not configured"
-            raise TransientRefreshError(msg)
-        if self._bearer is not None:
-            # Once per rejected token, however many requests saw it (see ``_bearer``).
-            return await self._bearer.refresh(rejected)
-        snapshot = rejected if rejected is not None else await self._core.current()
-        if snapshot is None:
-            msg = "there are no host-supplied tokens to refresh"
-            raise TransientRefreshError(msg)
-        return await self._core.refresh.join(snapshot, external)
