@@ -21,6 +21,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ from aioscopedauth import _body as body_module
 from aioscopedauth.testing import serve_on_loopback
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from aioscopedauth import AuthChanges
     from aioscopedauth.redis import RedisAuthStore
@@ -316,14 +317,22 @@ async def _dies(pid: int) -> None:
         os.close(pidfd)
 
 
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    # A Unix socket's path has room for about 100 bytes: pytest's tmp_path under a deep
+    # checkout (CI clones anywhere) is longer than that.
+    with tempfile.TemporaryDirectory(prefix="asa-", dir="/tmp") as folder:
+        yield Path(folder)
+
+
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("entry", ["resolve", "refresh", "auth", "request"])
 async def test_a_cancelled_token_command_leaves_no_process_running(
-    style: str, entry: str, tmp_path: Path, server: FakeAuthServer
+    style: str, entry: str, tmp_path: Path, short_dir: Path, server: FakeAuthServer
 ) -> None:
     script = tmp_path / "report.py"
     script.write_text(_REPORTING_COMMAND)
-    socket_path = tmp_path / "report.sock"
+    socket_path = short_dir / "report.sock"
     pids: list[int] = []
     reported = asyncio.Event()
 
